@@ -1,0 +1,27 @@
+# Two commands do all the set-up on a fresh machine (see README.md):
+#   make demo   # virtualenv + install + the embedded digits study (stage 3 end to end)
+#   make test   # virtualenv + install + the whole test suite (what CI runs)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+WORKDIR ?= results/demo
+
+.PHONY: install demo smoke test clean
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/python -m stages.distill --workdir=$(WORKDIR)
+
+smoke: install
+	$(VENV)/bin/python -m stages.distill --preset=smoke --workdir=results/smoke
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) *.egg-info

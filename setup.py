@@ -1,0 +1,37 @@
+"""simclr_distill: knowledge distillation of SimCLR-S2 teachers, reproduced and extended."""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+here = pathlib.Path(__file__).parent
+version = re.search(r'__version__ = "([^"]+)"', (here / "simclr_distill" / "__init__.py").read_text())[1]
+
+STAGES = ("distill", "label", "results")
+
+setup(
+    name="simclr_distill",
+    version=version,
+    description="Stage 3 of SimCLR-S2: distilling fine-tuned teachers into Keras students for "
+                "irrigated-land detection in Sentinel-2 (BigEarthNet-S2)",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["simclr_distill", "simclr_distill.*", "stages"]),
+    install_requires=[
+        "tensorflow>=2.20,<2.22",  # Keras 3 era; tested with 2.21
+        "keras>=3.12",  # keras.distillation (the reference Distiller) appeared in 3.12
+        "tensorflow-datasets>=4.9",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "pandas>=2.1",
+        "pyarrow>=14",
+        "plotly>=5.18",
+        "absl-py>=2.0",
+        "scikit-learn>=1.3",  # the embedded digits demo data and metric cross-checks
+    ],
+    extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.2"]},
+    entry_points={"console_scripts": [
+        f"simclr-distill-{name}=stages.{name}:run" for name in STAGES]},
+)

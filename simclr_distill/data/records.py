@@ -1,0 +1,173 @@
+"""The prepared-data format every stage reads: sharded TFRecords, split lists, a manifest.
+
+Layout of a prepared data directory:
+
+  dataset.json               manifest: image shape, label keys, shards, counts, provenance
+  ids.txt                    every example id, one per line (the order of the shards)
+  records/part-NNNNN-of-MMMMM.tfrecord
+  splits/<scheme>/{train_P, val_P, test}   one example id per line (the study's format)
+
+Each record holds `id` (bytes), `image` (raw float32 bytes, row-major HxWxC) and one int64
+per label key (e.g. `label_basic`, `label_expanded`, `class`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from simclr_distill import fileio
+from simclr_distill.data import splits as splits_lib
+
+FORMAT = "simclr_distill.records/1"
+MANIFEST = "dataset.json"
+
+
+def shard_name(index: int, count: int) -> str:
+  return f"records/part-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def encode_example(example_id: str, image: np.ndarray, labels: Mapping[str, int]) -> bytes:
+  """Serialises one example as a tf.train.Example."""
+  feature = {
+      "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[example_id.encode()])),
+      "image": tf.train.Feature(bytes_list=tf.train.BytesList(
+          value=[np.ascontiguousarray(image, dtype="<f4").tobytes()])),
+  }
+  for key, value in labels.items():
+    feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_shard(path: str | pathlib.Path, serialized: Iterable[bytes]) -> int:
+  """Writes serialised examples to one TFRecord file atomically; returns the count."""
+  count = 0
+
+  def writer(tmp):
+    nonlocal count
+    with tf.io.TFRecordWriter(str(tmp)) as w:
+      for record in serialized:
+        w.write(record)
+        count += 1
+
+  fileio.atomic_write(path, writer)
+  return count
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+  """A prepared data directory, opened and checked.
+
+  Use `PreparedData.open(path)`; the constructor does no I/O.
+  """
+
+  root: pathlib.Path
+  manifest: dict
+
+  @classmethod
+  def open(cls, data_dir: str | pathlib.Path) -> "PreparedData":
+    """Opens a data directory written by `stages.prepare` or the digits demo.
+
+    Raises:
+      FileNotFoundError: if the directory or its manifest is missing.
+      ValueError: if the manifest is of another format or lists missing shards.
+    """
+    root = pathlib.Path(data_dir)
+    path = root / MANIFEST
+    if not path.is_file():
+      raise FileNotFoundError(
+          f"{root} is not a prepared data directory (no {MANIFEST}); write one with "
+          "`python -m stages.prepare` or omit --data_dir to use the embedded digits demo")
+    manifest = fileio.read_json(path)
+    if manifest.get("format") != FORMAT:
+      raise ValueError(f"{path} has format {manifest.get('format')!r}; this code reads {FORMAT!r}")
+    missing = [s for s in manifest["shards"] if not (root / s).is_file()]
+    if missing:
+      raise ValueError(f"{root} lists {len(missing)} missing shard(s), e.g. {missing[0]}; "
+                       "re-run the preparation to finish it")
+    return cls(root=root, manifest=manifest)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.manifest["image_shape"])
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.manifest.get("num_classes", 2))
+
+  @property
+  def schemes(self) -> list[str]:
+    return list(self.manifest["schemes"])
+
+  @property
+  def shards(self) -> list[str]:
+    return list(self.manifest["shards"])
+
+  def fingerprint(self) -> str:
+    """Identifies the data for run ids: name, example count and split seed."""
+    m = self.manifest
+    return f"{m['name']}:{m['num_examples']}:{m.get('split_seed', '')}"
+
+  def ids(self) -> list[str]:
+    return (self.root / "ids.txt").read_text().split()
+
+  def splits(self, scheme: str) -> dict[str, list[str]]:
+    """The split lists of one labelling scheme.
+
+    Raises:
+      ValueError: if the scheme was not prepared.
+    """
+    if scheme not in self.schemes:
+      raise ValueError(f"{self.root} has no labelling scheme {scheme!r}; it has {', '.join(self.schemes)}")
+    return splits_lib.read_split_lists(self.root / "splits" / scheme)
+
+  def label_key(self, scheme: str, task: str) -> str:
+    """The record field holding the target: `label_<scheme>` (binary) or `class`."""
+    key = "class" if task == "multiclass" else f"label_{scheme}"
+    if key not in self.manifest["label_keys"]:
+      raise ValueError(f"{self.root} has no {key!r} labels (task={task!r}); it has "
+                       f"{', '.join(self.manifest['label_keys'])}")
+    return key
+
+  def _parse(self, serialized):
+    spec = {"id": tf.io.FixedLenFeature([], tf.string),
+            "image": tf.io.FixedLenFeature([], tf.string)}
+    for key in self.manifest["label_keys"]:
+      spec[key] = tf.io.FixedLenFeature([], tf.int64)
+    ex = tf.io.parse_single_example(serialized, spec)
+    ex["image"] = tf.reshape(tf.io.decode_raw(ex["image"], tf.float32), self.image_shape)
+    return ex
+
+  def examples(self, ids: Sequence[str] | None = None, *, shards: Sequence[str] | None = None,
+               deterministic: bool = True) -> tf.data.Dataset:
+    """Streams examples as dicts {"id", "image", <label keys>}.
+
+    Args:
+      ids: keep only these example ids (a hash-table lookup per record, so streaming stays
+        O(1) memory in the data size).
+      shards: read only these shard paths (relative, from the manifest); default all.
+      deterministic: keep a fixed interleave order (needed for seeded, repeatable runs).
+    """
+    files = [str(self.root / s) for s in (shards if shards is not None else self.shards)]
+    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.map(self._parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if ids is not None:
+      table = id_table(ids, np.ones(len(ids), np.int64), default=0)
+      ds = ds.filter(lambda ex: table.lookup(ex["id"]) > 0)
+    return ds
+
+
+def id_table(ids: Sequence[str], values: np.ndarray, default: int) -> tf.lookup.StaticHashTable:
+  """A string-id -> int64 lookup table (membership tests and row indices of cached logits)."""
+  if len(ids) == 0:  # TF tables cannot be empty; a key no example has stands in.
+    ids, values = ["\0"], np.array([default], np.int64)
+  return tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(
+          tf.constant(list(ids), tf.string), tf.constant(values, tf.int64)),
+      default_value=default)

@@ -1,0 +1,91 @@
+"""Atomic file writes and an inter-process lock.
+
+Every file a later run trusts (results rows, manifests, cached logits, checkpoints) is written
+to a temporary name in its final directory and renamed into place, so a kill at any moment
+leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Callable, Iterator
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+  fd = os.open(directory, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[pathlib.Path]:
+  """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds.
+
+  Args:
+    path: the final file.
+    suffix: ending the temporary name must keep (Keras insists on ".keras").
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+  os.close(fd)
+  tmp = pathlib.Path(tmp)
+  try:
+    yield tmp
+    with open(tmp, "rb+") as f:
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[pathlib.Path], None],
+                 suffix: str = "") -> None:
+  """Calls `writer(tmp_path)` and renames the result onto `path`."""
+  with atomic_path(path, suffix) as tmp:
+    writer(tmp)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+  """Writes `data` as indented JSON, atomically."""
+  text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+  atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+  atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  """Reads JSON, with an error that names the file when it is not valid JSON."""
+  path = pathlib.Path(path)
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); delete it to have it rebuilt") from e
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+  """Holds an exclusive advisory lock on `path` (created if missing) for the block.
+
+  Processes on one machine, or on a shared filesystem with working POSIX locks, serialise on
+  it; the lock is released when the process dies, so a killed holder never blocks the rest.
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a") as f:
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,135 @@
+"""The results table: one row per run, its schema, its store and its queries.
+
+Each finished run writes its own row as `runs/<run_id>/result.json` (atomically, after its
+checkpoint and predictions), so runs and shards finishing at the same time never overwrite
+each other and a run id can only have one row. `results.parquet` and `results.csv` in the
+workdir are derived: rebuilt from the row files under a file lock, written atomically, and
+always rebuildable with `consolidate`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from simclr_distill import fileio
+
+SCHEMA_VERSION = 1
+RUNS = "runs"
+ROW_FILE = "result.json"
+TABLE_PARQUET = "results.parquet"
+TABLE_CSV = "results.csv"
+LOCK = ".results.lock"
+
+# The study's columns first (distill_results.csv), then what a reproduction needs to know.
+STUDY_COLUMNS = ("model", "labeling", "split_percent", "arch", "loss", "tp", "fp", "tn", "fn",
+                 "accuracy", "precision", "recall", "auc", "f1", "f0.5")
+COLUMNS = STUDY_COLUMNS + (
+    "run_id", "stage", "status", "error", "protocol", "task", "teacher_id", "encoder",
+    "encoder_optimizer", "teacher_mode", "student_optimizer", "learning_rate", "loss_kind",
+    "temperature", "alpha", "epochs_run", "best_epoch", "max_epochs", "batch_size", "replicas",
+    "seed", "macro_f1", "agreement", "teacher_f1", "test_examples", "train_examples",
+    "wall_seconds", "images_per_second", "checkpoint", "dataset", "preset", "code_version",
+    "finished_at", "schema_version")
+GROUP_METRICS = ("f1", "f0.5", "auc", "accuracy", "agreement")
+
+
+def row_path(workdir: str | pathlib.Path, run_id: str) -> pathlib.Path:
+  return pathlib.Path(workdir) / RUNS / run_id / ROW_FILE
+
+
+def is_done(workdir: str | pathlib.Path, run_id: str) -> bool:
+  return row_path(workdir, run_id).is_file()
+
+
+def write_row(workdir: str | pathlib.Path, row: Mapping[str, Any]) -> None:
+  """Writes one run's row (its presence marks the run finished).
+
+  Raises:
+    ValueError: if the row has columns outside the schema (a programming error).
+  """
+  extra = sorted(set(row) - set(COLUMNS))
+  if extra:
+    raise ValueError(f"result row has columns outside the schema: {', '.join(extra)}")
+  fileio.write_json(row_path(workdir, row["run_id"]), {**row, "schema_version": SCHEMA_VERSION})
+
+
+def read_rows(workdirs: Iterable[str | pathlib.Path]) -> pd.DataFrame:
+  """All row files under the workdirs as a DataFrame in schema column order.
+
+  Raises:
+    ValueError: if a row was written by a newer schema than this code reads.
+  """
+  rows = []
+  for workdir in workdirs:
+    for path in sorted(pathlib.Path(workdir).glob(f"{RUNS}/*/{ROW_FILE}")):
+      row = fileio.read_json(path)
+      if row.get("schema_version", 0) > SCHEMA_VERSION:
+        raise ValueError(f"{path} has results schema {row['schema_version']}, newer than this "
+                         f"code's {SCHEMA_VERSION}; upgrade simclr_distill to read it")
+      rows.append(row)
+  frame = pd.DataFrame(rows, columns=list(COLUMNS))
+  return frame.sort_values(["stage", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def consolidate(workdir: str | pathlib.Path) -> pd.DataFrame:
+  """Rebuilds `results.parquet` and `results.csv` from the row files; returns the table."""
+  workdir = pathlib.Path(workdir)
+  with fileio.file_lock(workdir / LOCK):
+    frame = read_rows([workdir])
+    fileio.atomic_write(workdir / TABLE_PARQUET, lambda tmp: frame.to_parquet(tmp, index=False))
+    fileio.atomic_write(workdir / TABLE_CSV, lambda tmp: frame.to_csv(tmp, index=False))
+  return frame
+
+
+def load_table(paths: Sequence[str | pathlib.Path]) -> pd.DataFrame:
+  """Loads results from workdirs (their row files) or table files (.parquet/.csv).
+
+  Raises:
+    FileNotFoundError: for a path that is neither.
+  """
+  frames = []
+  for path in map(pathlib.Path, paths):
+    if path.is_dir():
+      frames.append(read_rows([path]))
+    elif path.suffix == ".parquet":
+      frames.append(pd.read_parquet(path))
+    elif path.suffix == ".csv":
+      frames.append(pd.read_csv(path))
+    else:
+      raise FileNotFoundError(f"{path} is not a workdir, a .parquet or a .csv results table")
+  return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+
+
+def query(frame: pd.DataFrame, expression: str) -> pd.DataFrame:
+  """Filters with a pandas query; backquote names like `f0.5`.
+
+  Raises:
+    ValueError: naming the expression and the columns when it does not evaluate.
+  """
+  if not expression:
+    return frame
+  try:
+    return frame.query(expression)
+  except Exception as e:  # pandas raises many types for a bad expression.
+    raise ValueError(f"--filter {expression!r} failed ({type(e).__name__}: {e}); columns: "
+                     f"{', '.join(frame.columns)}") from None
+
+
+def summarize(frame: pd.DataFrame, group_by: Sequence[str],
+              metrics: Sequence[str] = GROUP_METRICS) -> pd.DataFrame:
+  """Mean, std and count of each metric per group (finished runs only).
+
+  Raises:
+    ValueError: for a group or metric column the table does not have.
+  """
+  missing = [c for c in (*group_by, *metrics) if c not in frame.columns]
+  if missing:
+    raise ValueError(f"no column(s) {', '.join(missing)}; columns: {', '.join(frame.columns)}")
+  ok = frame[frame["status"] == "ok"] if "status" in frame else frame
+  numeric = ok[list(group_by) + list(metrics)].copy()
+  for m in metrics:
+    numeric[m] = pd.to_numeric(numeric[m], errors="coerce")
+  return numeric.groupby(list(group_by), dropna=False).agg(["mean", "std", "count"])

@@ -1,0 +1,58 @@
+import dataclasses
+
+import pytest
+
+from simclr_distill import config as C
+
+
+@pytest.mark.parametrize("name", sorted(C.PRESETS))
+def test_presets_are_valid_and_roundtrip_through_json(name):
+  preset = C.get_preset(name)
+  assert preset.preset == name
+  assert C.from_dict(C.DistillConfig, C.to_dict(preset)) == preset
+
+
+def test_paper_preset_is_the_study():
+  paper = C.get_preset("paper")
+  assert paper.student.archs == ("Xception", "InceptionV3", "ResNet50", "ResNet101V2", "ResNet152")
+  assert paper.loss.kind == "hard" and paper.loss.alpha == 0.0
+  assert paper.train.batch_size == 32 and paper.train.epochs == 50
+  assert paper.train.learning_rate_for("adam") == 1e-4
+  assert paper.data.schemes == ("basic", "expanded")
+  assert paper.data.split_percents == (1, 3, 10, 25, 50, 100)
+
+
+def test_override_by_dotted_path_checks_invariants_again():
+  base = C.get_preset("demo")
+  changed = C.override(base, {"train.epochs": 3, "loss.kind": "soft_kl", "protocol": "original"})
+  assert (changed.train.epochs, changed.loss.kind, changed.protocol) == (3, "soft_kl", "original")
+  assert changed.train.optimizers == base.train.optimizers
+  with pytest.raises(ValueError, match="loss.alpha=1.5 must be in"):
+    C.override(base, {"loss.alpha": 1.5})
+  with pytest.raises(ValueError, match="has no field 'epoch'.*fields: .*epochs"):
+    C.override(base, {"train.epoch": 3})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"protocol": "leaky"}, "protocol='leaky' is not one of holdout, original"),
+    ({"strategy": "tpu"}, "needs --tpu"),
+    ({"shard_index": 2, "num_shards": 2}, r"shard_index=2 must be in \[0, num_shards=2\)"),
+    ({"train.optimizers": ("adam", "lamb")}, "'lamb' is not one of adam, sgd"),
+    ({"train.seeds": ()}, "train.seeds is empty"),
+    ({"data.source": "records"}, "needs data.data_dir"),
+    ({"data.split_percents": (0,)}, r"each must be in \(0, 100\]"),
+    ({"loss.temperature": 0.0}, "must be > 0"),
+])
+def test_bad_values_say_what_to_change(changes, message):
+  with pytest.raises(ValueError, match=message):
+    C.override(C.get_preset("demo"), changes)
+
+
+def test_unknown_preset_lists_known_ones():
+  with pytest.raises(KeyError, match="known: demo, paper, smoke"):
+    C.get_preset("tiny")
+
+
+def test_configs_are_frozen():
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    C.get_preset("demo").train.epochs = 3
