@@ -1,0 +1,120 @@
+"""Teacher labelling: one pass of each teacher over the data, logits cached on disk.
+
+All students of a teacher read the same cache, so the 180-run matrix costs 36 teacher passes,
+not 180. The cache of a teacher is a directory with one Parquet file per input shard (columns
+`id`, `logit_0` .. `logit_{K-1}`) and `_COMPLETE.json`, written last. Each part is written
+atomically, so an interrupted pass resumes at the first missing part.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from simclr_distill import fileio
+from simclr_distill.data import records
+from simclr_distill.teachers import Teacher
+
+log = logging.getLogger(__name__)
+
+COMPLETE = "_COMPLETE.json"
+
+
+def cache_dir(labels_dir: str | pathlib.Path, teacher_id: str) -> pathlib.Path:
+  return pathlib.Path(labels_dir) / teacher_id
+
+
+def _part_path(directory: pathlib.Path, shard: str) -> pathlib.Path:
+  return directory / (pathlib.Path(shard).stem + ".parquet")
+
+
+def _cache_key(teacher: Teacher, checkpoint: pathlib.Path, data: records.PreparedData) -> dict:
+  stat = checkpoint.stat()
+  return {"teacher_id": teacher.entry.teacher_id, "checkpoint": str(checkpoint),
+          "checkpoint_size": stat.st_size, "checkpoint_mtime": stat.st_mtime,
+          "output": teacher.output, "data": data.fingerprint()}
+
+
+def is_labelled(labels_dir, teacher: Teacher, checkpoint: pathlib.Path,
+                data: records.PreparedData) -> bool:
+  """True when the cache is complete and was made by this checkpoint on this data."""
+  marker = cache_dir(labels_dir, teacher.entry.teacher_id) / COMPLETE
+  if not marker.is_file():
+    return False
+  done = fileio.read_json(marker)
+  return all(done.get(k) == v for k, v in _cache_key(teacher, checkpoint, data).items())
+
+
+def label_with_teacher(teacher: Teacher, checkpoint: pathlib.Path, data: records.PreparedData,
+                       labels_dir: str | pathlib.Path, *, batch_size: int = 256) -> pathlib.Path:
+  """Runs `teacher` over every example of `data` once and caches its logits.
+
+  Args:
+    teacher: a loaded, checked teacher.
+    checkpoint: its file (recorded, so a changed checkpoint invalidates the cache).
+    data: the prepared data.
+    labels_dir: root of all teachers' caches.
+    batch_size: examples per forward pass.
+
+  Returns:
+    The teacher's cache directory.
+
+  Raises:
+    ValueError: if the teacher gives NaN/inf logits (the part is not written).
+  """
+  directory = cache_dir(labels_dir, teacher.entry.teacher_id)
+  if is_labelled(labels_dir, teacher, checkpoint, data):
+    return directory
+  key = _cache_key(teacher, checkpoint, data)
+  stale = directory / "_KEY.json"
+  if stale.is_file() and fileio.read_json(stale) != key:
+    # A different checkpoint or data set wrote these parts: none of them can be trusted.
+    for part in directory.glob("*.parquet"):
+      part.unlink()
+  fileio.write_json(stale, key)
+  predict = tf.function(teacher.logits, reduce_retracing=True)
+  start, count = time.perf_counter(), 0
+  for shard in data.shards:
+    part = _part_path(directory, shard)
+    if part.is_file():
+      continue
+    ids, logits = [], []
+    for batch in data.examples(shards=[shard]).batch(batch_size).prefetch(tf.data.AUTOTUNE):
+      ids.append(batch["id"].numpy())
+      logits.append(predict(batch["image"]).numpy())
+    ids_array = np.concatenate(ids).astype(str) if ids else np.zeros([0], str)
+    logits_array = np.concatenate(logits) if logits else np.zeros([0, 1], np.float32)
+    if not np.isfinite(logits_array).all():
+      bad = int((~np.isfinite(logits_array)).any(-1).sum())
+      raise ValueError(f"teacher {teacher.entry.teacher_id!r} gave NaN/inf logits for {bad} "
+                       f"example(s) of {shard}; check the checkpoint and the data")
+    frame = pd.DataFrame(logits_array.reshape(len(ids_array), -1).astype(np.float32))
+    frame.columns = [f"logit_{i}" for i in range(frame.shape[1])]
+    frame.insert(0, "id", ids_array)
+    fileio.atomic_write(part, lambda tmp: frame.to_parquet(tmp, index=False))
+    count += len(frame)
+    rate = count / max(time.perf_counter() - start, 1e-9)
+    log.info("labelled %s with %s: %d examples (%.0f/s)", shard, teacher.entry.teacher_id, count, rate)
+  fileio.write_json(directory / COMPLETE, {**key, "examples": sum(
+      len(pd.read_parquet(_part_path(directory, s), columns=["id"])) for s in data.shards)})
+  return directory
+
+
+def load_cached_logits(labels_dir: str | pathlib.Path, teacher_id: str) -> tuple[np.ndarray, np.ndarray]:
+  """Returns (ids [N], logits [N, K] float32) of a complete cache.
+
+  Raises:
+    FileNotFoundError: if the teacher's pass has not finished (run `stages.label`).
+  """
+  directory = cache_dir(labels_dir, teacher_id)
+  if not (directory / COMPLETE).is_file():
+    raise FileNotFoundError(f"no complete label cache for teacher {teacher_id!r} in {directory}; "
+                            "run `python -m stages.label` with the same flags first")
+  frame = pd.concat([pd.read_parquet(p) for p in sorted(directory.glob("*.parquet"))])
+  logits = frame[[c for c in frame.columns if c.startswith("logit_")]].to_numpy(np.float32)
+  return frame["id"].to_numpy(str), logits

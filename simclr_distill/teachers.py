@@ -1,0 +1,261 @@
+"""The teacher zoo: a directory of checkpoints plus `manifest.csv`, loading and checking.
+
+A zoo's manifest has one row per teacher:
+
+  teacher_id          unique name, e.g. "BEN-basic-10"
+  encoder             the pretrained encoder it was fine-tuned from (BEN, CA_adam, CA_sgd, none)
+  encoder_optimizer   the optimizer of that pretraining (adam, sgd, or empty)
+  labeling            labelling scheme: basic | expanded
+  split_percent       the label split it was fine-tuned on (1, 3, 10, 25, 50, 100)
+  path                checkpoint, relative to the zoo directory or absolute: a `.keras` file,
+                      a legacy `.h5` file, or a TF SavedModel directory
+  output              logits | probabilities | auto (read the last layer's activation)
+  arch                the teacher's architecture (informational)
+
+SavedModel directories (TensorFlow 2.x `model.save(dir)` / `tf.saved_model.save`) are served
+through `keras.layers.TFSMLayer`, so checkpoints of the study's TensorFlow 2.3/2.4 era work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import warnings
+from typing import Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from simclr_distill import fileio
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.csv"
+COLUMNS = ("teacher_id", "encoder", "encoder_optimizer", "labeling", "split_percent", "path",
+           "output", "arch")
+REQUIRED = ("teacher_id", "labeling", "split_percent", "path")
+OUTPUT_KINDS = ("logits", "probabilities", "auto")
+
+
+class TeacherError(ValueError):
+  """A teacher that cannot be used; the message names it and says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherEntry:
+  """One manifest row."""
+
+  teacher_id: str
+  labeling: str
+  split_percent: int
+  path: str
+  encoder: str = "none"
+  encoder_optimizer: str = ""
+  output: str = "auto"
+  arch: str = ""
+
+  def resolve(self, zoo_dir: str | pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(self.path)
+    return path if path.is_absolute() else pathlib.Path(zoo_dir) / path
+
+
+def read_zoo(zoo_dir: str | pathlib.Path) -> list[TeacherEntry]:
+  """Reads and validates a zoo manifest.
+
+  Raises:
+    FileNotFoundError: if the manifest is missing.
+    TeacherError: for missing columns, duplicate ids or bad values, naming the row.
+  """
+  path = pathlib.Path(zoo_dir) / MANIFEST
+  if not path.is_file():
+    raise FileNotFoundError(
+        f"no teacher zoo manifest at {path}; a zoo is a directory with {MANIFEST} (columns "
+        f"{', '.join(COLUMNS)}), written by stage 2 or by hand")
+  frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+  missing = [c for c in REQUIRED if c not in frame.columns]
+  if missing:
+    raise TeacherError(f"{path} lacks column(s) {', '.join(missing)}; required: {', '.join(REQUIRED)}")
+  unknown = sorted(set(frame.columns) - set(COLUMNS))
+  if unknown:
+    raise TeacherError(f"{path} has unknown column(s) {', '.join(unknown)}; known: {', '.join(COLUMNS)}")
+  duplicated = frame["teacher_id"][frame["teacher_id"].duplicated()].tolist()
+  if duplicated:
+    raise TeacherError(f"{path} repeats teacher_id {duplicated[0]!r}; ids must be unique")
+  entries = []
+  for row_number, row in enumerate(frame.to_dict("records"), start=2):
+    row = {k: v for k, v in row.items() if v != ""}
+    where = f"{path} line {row_number} (teacher {row.get('teacher_id')!r})"
+    try:
+      row["split_percent"] = int(row["split_percent"])
+    except ValueError:
+      raise TeacherError(f"{where}: split_percent {row['split_percent']!r} is not an integer") from None
+    if row.get("output", "auto") not in OUTPUT_KINDS:
+      raise TeacherError(f"{where}: output {row['output']!r} is not one of {', '.join(OUTPUT_KINDS)}")
+    if row["labeling"] not in ("basic", "expanded"):
+      raise TeacherError(f"{where}: labeling {row['labeling']!r} is not basic or expanded "
+                         "(the study's 'balanced' files are the basic scheme)")
+    entries.append(TeacherEntry(**row))
+  return entries
+
+
+def write_zoo(zoo_dir: str | pathlib.Path, entries: Sequence[TeacherEntry]) -> None:
+  """Writes `manifest.csv` atomically, sorted by teacher id."""
+  frame = pd.DataFrame([dataclasses.asdict(e) for e in entries], columns=list(COLUMNS))
+  frame = frame.sort_values("teacher_id")
+  fileio.atomic_write(pathlib.Path(zoo_dir) / MANIFEST, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def _savedmodel_model(path: pathlib.Path) -> keras.Model:
+  """Wraps a SavedModel's serving signature as a Keras model with a symbolic input."""
+  loaded = tf.saved_model.load(str(path))
+  if "serving_default" not in loaded.signatures:
+    raise TeacherError(f"SavedModel {path} has no 'serving_default' signature; re-export it "
+                       "with a serving signature (model.export(dir) in Keras 3)")
+  _, kwargs = loaded.signatures["serving_default"].structured_input_signature
+  if len(kwargs) != 1:
+    raise TeacherError(f"SavedModel {path} takes {len(kwargs)} inputs ({', '.join(kwargs)}); a teacher takes one image")
+  spec = next(iter(kwargs.values()))
+  layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+  inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name="image")
+  outputs = layer(inputs)
+  if isinstance(outputs, dict):
+    if len(outputs) != 1:
+      raise TeacherError(f"SavedModel {path} returns {len(outputs)} outputs ({', '.join(outputs)}); a teacher returns one")
+    outputs = next(iter(outputs.values()))
+  return keras.Model(inputs, outputs, name=path.name)
+
+
+def load_model_file(path: str | pathlib.Path, *, safe_mode: bool = True) -> keras.Model:
+  """Loads a `.keras` / `.h5` file or a SavedModel directory for inference.
+
+  Args:
+    path: the checkpoint.
+    safe_mode: refuse to deserialise arbitrary code (Lambda layers) from `.keras` files.
+
+  Raises:
+    FileNotFoundError: if nothing is at `path`.
+    TeacherError: if the file cannot be read as a model.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"no checkpoint at {path}")
+  if not safe_mode:
+    warnings.warn(f"loading {path} with safe_mode=False: Lambda layers in it can run arbitrary code")
+  try:
+    if path.is_dir():
+      return _savedmodel_model(path)
+    if path.suffix not in (".keras", ".h5", ".hdf5"):
+      raise TeacherError(f"{path} is neither a .keras/.h5 file nor a SavedModel directory")
+    return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+  except TeacherError:
+    raise
+  except Exception as e:  # Keras raises many types for unreadable files; name the file.
+    raise TeacherError(f"cannot load {path}: {type(e).__name__}: {e}") from e
+
+
+def detect_output_kind(model: keras.Model) -> str:
+  """"probabilities" if the last layer ends in sigmoid/softmax, "logits" if linear, else "auto"."""
+  layer = model.layers[-1] if getattr(model, "layers", None) else None
+  activation = getattr(layer, "activation", None)
+  name = getattr(activation, "__name__", "")
+  if name in ("sigmoid", "softmax"):
+    return "probabilities"
+  if name == "linear":
+    return "logits"
+  return "auto"
+
+
+@dataclasses.dataclass
+class Teacher:
+  """A loaded, checked teacher whose `logits` always returns logits."""
+
+  entry: TeacherEntry
+  model: keras.Model
+  output: str  # "logits" or "probabilities", resolved
+
+  def logits(self, images: tf.Tensor) -> tf.Tensor:
+    out = tf.cast(self.model(images, training=False), tf.float32)
+    return probabilities_to_logits(out) if self.output == "probabilities" else out
+
+  def predict_logits(self, images: tf.data.Dataset) -> np.ndarray:
+    """Logits for a dataset of image batches, through Keras' cached predict function."""
+    out = self.model.predict(images, verbose=0).astype(np.float32)
+    return probabilities_to_logits(out).numpy() if self.output == "probabilities" else out
+
+
+def probabilities_to_logits(probs: tf.Tensor) -> tf.Tensor:
+  """Inverts sigmoid (one unit) or softmax (several; up to a constant per row), clipped."""
+  eps = 1e-7
+  probs = tf.clip_by_value(probs, eps, 1.0 - eps)
+  if probs.shape[-1] == 1:
+    return tf.math.log(probs) - tf.math.log1p(-probs)
+  return tf.math.log(probs)
+
+
+def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shape: Sequence[int],
+                 num_outputs: int, safe_mode: bool = True, sample: np.ndarray | None = None) -> Teacher:
+  """Loads one teacher and checks it against the data before any training.
+
+  Args:
+    entry: its manifest row.
+    zoo_dir: the zoo directory (relative paths resolve against it).
+    image_shape: (H, W, C) of the data it will label.
+    num_outputs: units the task needs (1 binary, K multiclass).
+    safe_mode: Keras safe mode for `.keras` files.
+    sample: a few data images; when given, the outputs are checked to be finite and, for
+      declared logits, not to look like probabilities.
+
+  Raises:
+    TeacherError: naming the teacher, what it expects and what the data has.
+  """
+  path = entry.resolve(zoo_dir)
+  try:
+    model = load_model_file(path, safe_mode=safe_mode)
+  except FileNotFoundError:
+    raise TeacherError(f"teacher {entry.teacher_id!r}: no checkpoint at {path}; fix its path in "
+                       f"{pathlib.Path(zoo_dir) / MANIFEST} or restore the file") from None
+  except TeacherError as e:
+    raise TeacherError(f"teacher {entry.teacher_id!r}: {e}") from None
+  expected = tuple(model.inputs[0].shape[1:])
+  data_shape = tuple(image_shape)
+  if len(expected) != 3 or any(e is not None and e != d for e, d in zip(expected, data_shape)):
+    raise TeacherError(
+        f"teacher {entry.teacher_id!r} expects inputs of shape {_fmt(expected)} but the data has "
+        f"{_fmt(data_shape)}; use data with the teacher's bands and size (or resize the data)")
+  units = model.outputs[0].shape[-1]
+  if units != num_outputs:
+    raise TeacherError(
+        f"teacher {entry.teacher_id!r} has {units} output unit(s); the task needs {num_outputs} "
+        "(1 for binary, K for K classes): check the task flag or the teacher")
+  detected = detect_output_kind(model)
+  output = entry.output
+  if output == "auto":
+    if detected == "auto":
+      raise TeacherError(f"teacher {entry.teacher_id!r}: cannot tell whether it outputs logits or "
+                         "probabilities; set its 'output' column in the manifest")
+    output = detected
+  elif detected != "auto" and detected != output:
+    raise TeacherError(
+        f"teacher {entry.teacher_id!r} is declared to output {output} but its last layer gives "
+        f"{detected}; fix the 'output' column in the manifest")
+  teacher = Teacher(entry=entry, model=model, output=output)
+  if sample is not None:
+    raw = np.asarray(model(tf.constant(sample[:16]), training=False), np.float32)
+    if not np.isfinite(raw).all():
+      raise TeacherError(f"teacher {entry.teacher_id!r} gives NaN/inf outputs on the data; "
+                         "check the checkpoint and the data's standardisation")
+    # Only a model whose layers cannot be inspected (a SavedModel) is judged by its values.
+    if detected == "auto" and output == "logits" and raw.size >= 8 and (
+        (raw >= 0) & (raw <= 1)).all() and (
+        num_outputs == 1 or np.allclose(raw.sum(-1), 1, atol=1e-3)):
+      raise TeacherError(
+          f"teacher {entry.teacher_id!r} is declared to output logits but all its outputs on "
+          "the data lie in [0, 1] like probabilities; set its 'output' column to probabilities")
+  return teacher
+
+
+def _fmt(shape: Sequence) -> str:
+  return "x".join("?" if s is None else str(s) for s in shape)

@@ -1,0 +1,1 @@
+"""Thin absl entry points, one per stage: `python -m stages.<name> --help`."""

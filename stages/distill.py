@@ -1,0 +1,42 @@
+"""Stage 3: distil teachers into students over the run matrix; write the results table.
+
+  python -m stages.distill                              # the digits demo (see README)
+  python -m stages.distill --preset=smoke --workdir=W   # the same path in under two minutes
+  python -m stages.distill --preset=paper --data_dir=D --teacher_zoo=Z --workdir=W \\
+      --num_shards=8 --shard_index=$TASK_ID             # the study's 180 runs, sharded
+
+Writes W/runs/<run_id>/{student.keras, predictions.parquet, config.json, history.csv,
+result.json}, W/labels/<teacher>/ (cached teacher logits) and W/results.{parquet,csv}.
+Rerunning the same command skips finished work.
+"""
+
+from absl import app, flags
+
+from stages import common
+
+common.define_flags()
+flags.adopt_module_key_flags(common)  # --help lists the shared flags too
+
+
+def main(argv):
+  del argv
+  common.setup_logging()
+
+  def go():
+    from simclr_distill import results, stage3
+
+    config = common.config_from_flags()
+    table = stage3.run_distillation(config, safe_mode=not common.FLAGS.unsafe_load)
+    print(f"results: {config.workdir}/{results.TABLE_PARQUET} ({len(table)} rows)")
+    if len(table):
+      print(results.summarize(table, ["stage", "arch", "split_percent"], ["f1"]).round(3).to_string())
+
+  common.run_or_explain(go)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,37 @@
+"""Teacher labelling: run each teacher once over the data and cache its logits.
+
+  python -m stages.label --preset=paper --data_dir=D --teacher_zoo=Z --workdir=W \\
+      --num_shards=4 --shard_index=0
+
+Writes W/labels/<teacher_id>/part-*.parquet (columns id, logit_0..) and _COMPLETE.json. Takes
+the same flags as stages.distill, which reads these caches (and labels anything missing).
+"""
+
+from absl import app, flags
+
+from stages import common
+
+common.define_flags()
+flags.adopt_module_key_flags(common)  # --help lists the shared flags too
+
+
+def main(argv):
+  del argv
+  common.setup_logging()
+
+  def go():
+    from simclr_distill import stage3
+
+    config = common.config_from_flags()
+    labels_dir = stage3.run_labelling(config, safe_mode=not common.FLAGS.unsafe_load)
+    print(f"teacher labels: {labels_dir}")
+
+  common.run_or_explain(go)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

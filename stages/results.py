@@ -1,0 +1,56 @@
+"""Print, filter and summarise results tables.
+
+  python -m stages.results --workdirs=results/demo
+  python -m stages.results --workdirs=W --filter='stage == "distill" and split_percent <= 10'
+  python -m stages.results --workdirs=W --group_by=stage,arch,split_percent --metrics=f1,agreement
+
+Reads workdirs (their per-run rows) or .parquet/.csv tables; writes nothing unless --output.
+"""
+
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_list("workdirs", ["results/demo"], "Workdirs or results table files.")
+flags.DEFINE_string("filter", "", "A pandas query over the columns; backquote `f0.5`.")
+flags.DEFINE_list("group_by", None, "Group columns: print mean/std/count of the metrics.")
+flags.DEFINE_list("metrics", ["f1", "f0.5", "auc", "agreement"], "Metrics to summarise.")
+flags.DEFINE_list("columns", ["stage", "arch", "labeling", "split_percent", "teacher_id",
+                              "student_optimizer", "seed", "f1", "auc", "status"],
+                  "Columns to print without --group_by.")
+flags.DEFINE_string("output", None, "Also write the (filtered or grouped) table to this .csv.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  import pandas as pd
+
+  from simclr_distill import results
+  from stages import common
+
+  def go():
+    table = results.query(results.load_table(FLAGS.workdirs), FLAGS.filter)
+    if FLAGS.group_by:
+      shown = results.summarize(table, FLAGS.group_by, FLAGS.metrics)
+    else:
+      missing = [c for c in FLAGS.columns if c not in table.columns]
+      if missing:
+        raise ValueError(f"no column(s) {', '.join(missing)}; columns: {', '.join(table.columns)}")
+      shown = table[FLAGS.columns]
+    if table.empty:
+      print("no rows (check --workdirs and --filter)", file=sys.stderr)
+    with pd.option_context("display.max_rows", 500, "display.width", 200):
+      print(shown.round(4).to_string())
+    if FLAGS.output:
+      shown.to_csv(FLAGS.output)
+
+  common.run_or_explain(go)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

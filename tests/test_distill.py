@@ -1,0 +1,84 @@
+"""The Distiller: offline and online teaching agree, and MirroredStrategy matches one device."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from simclr_distill import distill, losses
+from simclr_distill.teachers import Teacher, TeacherEntry
+
+N, BATCH = 64, 16
+
+
+def _net(seed, units=1):
+  keras.utils.set_random_seed(seed)
+  inputs = keras.Input((8, 8, 1), name="image")
+  x = keras.layers.Flatten()(inputs)
+  x = keras.layers.Dense(16, activation="relu")(x)
+  return keras.Model(inputs, keras.layers.Dense(units, name="logits")(x))
+
+
+def _data(teacher_model, with_teacher):
+  rng = np.random.default_rng(0)
+  x = rng.random((N, 8, 8, 1), dtype=np.float32)
+  targets = {"label": (rng.random(N) > 0.5).astype(np.float32),
+             "mask": (np.arange(N) % 4 == 0).astype(np.float32)}
+  if with_teacher:
+    targets["teacher"] = np.asarray(teacher_model(x), np.float32)
+  return tf.data.Dataset.from_tensor_slices((x, targets)).batch(BATCH, drop_remainder=True)
+
+
+def _train(strategy, *, online, kind="soft_kl", alpha=0.3, initial=None):
+  teacher_model = _net(1)
+  with strategy.scope():
+    student = _net(2)
+    if initial is not None:
+      student.set_weights(initial)
+    teacher = Teacher(TeacherEntry("t", "basic", 1, "t.keras"), _net(1), "logits") if online else None
+    model = distill.Distiller(student, task="binary", loss_kind=kind, temperature=2.0, alpha=alpha,
+                              teacher=teacher)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+  history = model.fit(_data(teacher_model, not online), epochs=3, verbose=0, shuffle=False)
+  return student.get_weights(), history.history
+
+
+def test_offline_cached_logits_and_online_teacher_train_identically():
+  offline, h_off = _train(tf.distribute.get_strategy(), online=False)
+  online, h_on = _train(tf.distribute.get_strategy(), online=True)
+  for a, b in zip(offline, online):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(h_off["loss"], h_on["loss"], rtol=1e-5)
+  assert h_off["agreement"][-1] == pytest.approx(h_on["agreement"][-1])
+
+
+def test_loss_is_the_pure_function_of_the_batch():
+  student, teacher = _net(2), _net(1)
+  x, targets = next(iter(_data(teacher, True)))
+  model = distill.Distiller(student, task="binary", loss_kind="hard", alpha=0.25)
+  got = model.compute_loss(x, targets, student(x))
+  want = losses.distillation_loss(targets["teacher"], student(x), targets["label"], targets["mask"],
+                                  task="binary", kind="hard", alpha=0.25)
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+
+
+def test_mirrored_strategy_over_two_cpus_matches_a_single_device():
+  if len(tf.config.list_logical_devices("CPU")) < 2:
+    pytest.skip("TensorFlow was initialised before conftest could split the CPU in two")
+  mirrored = distill.build_strategy("mirrored")
+  assert mirrored.num_replicas_in_sync == 2
+  initial = _net(2).get_weights()
+  # alpha=0 and a plain batch mean: the global loss is the mean of the replicas' halves.
+  single, h1 = _train(tf.distribute.get_strategy(), online=False, alpha=0.0, initial=initial)
+  multi, h2 = _train(mirrored, online=False, alpha=0.0, initial=initial)
+  for a, b in zip(single, multi):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=1e-4)
+  assert not np.allclose(single[0], initial[0])  # it trained
+
+
+def test_strategy_names():
+  assert distill.build_strategy("default").num_replicas_in_sync == 1
+  assert distill.build_strategy("auto").num_replicas_in_sync == 1  # no GPUs here
+  with pytest.raises(ValueError, match="unknown strategy 'gpu'"):
+    distill.build_strategy("gpu")

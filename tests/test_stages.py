@@ -1,0 +1,122 @@
+"""The stage entry points, run as a user runs them, on the smoke preset."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from simclr_distill import metrics, results
+from tests.conftest import REPO
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+
+
+def stage(*args, check=True, timeout=600):
+  proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=ENV, capture_output=True,
+                        text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-4000:]}")
+  return proc
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("smoke")
+  proc = stage("stages.distill", "--preset=smoke", f"--workdir={workdir}")
+  return workdir, proc
+
+
+def test_smoke_writes_the_results_table_with_the_schema(smoke):
+  workdir, proc = smoke
+  parquet = pd.read_parquet(workdir / results.TABLE_PARQUET)
+  csv = pd.read_csv(workdir / results.TABLE_CSV)
+  assert list(parquet.columns) == list(csv.columns) == list(results.COLUMNS)
+  assert len(parquet) == len(csv) == 10
+  # 2 demo teachers, 4 distilled students (2 teachers x adam/sgd), 4 baselines (2 splits x 2).
+  assert parquet["stage"].value_counts().to_dict() == {"distill": 4, "baseline": 4, "finetune": 2}
+  assert (parquet["status"] == "ok").all() and parquet["run_id"].is_unique
+  distilled = parquet[parquet["stage"] == "distill"]
+  assert set(distilled["student_optimizer"]) == {"adam", "sgd"}
+  assert set(distilled["teacher_id"]) == {"none-basic-10", "none-basic-100"}
+  assert (distilled["protocol"] == "holdout").all()
+  assert distilled["f1"].between(0, 1).all() and distilled["agreement"].between(0, 1).all()
+  assert (parquet["images_per_second"] > 0).all() and (parquet["wall_seconds"] > 0).all()
+  assert "results:" in proc.stdout and "distill" in proc.stdout
+
+
+def test_rerun_adds_no_rows_and_trains_nothing(smoke):
+  workdir, _ = smoke
+  checkpoints = sorted(workdir.glob("runs/*/student.keras"))
+  before = {p: p.stat().st_mtime_ns for p in checkpoints}
+  proc = stage("stages.distill", "--preset=smoke", f"--workdir={workdir}")
+  assert "8 already finished, 0 to train" in proc.stderr
+  assert len(pd.read_parquet(workdir / results.TABLE_PARQUET)) == 10
+  assert {p: p.stat().st_mtime_ns for p in checkpoints} == before
+
+
+def test_checkpoint_loads_in_plain_keras_and_reproduces_its_predictions_and_f1(smoke, tmp_path):
+  workdir, _ = smoke
+  table = pd.read_parquet(workdir / results.TABLE_PARQUET)
+  row = table[table["stage"] == "distill"].iloc[0]
+  run_dir = workdir / "runs" / row["run_id"]
+  config = json.loads((run_dir / "config.json").read_text())
+  assert config["run"]["arch"] == row["arch"] and config["preprocessing"] == "pixel / 16"
+  script = textwrap.dedent(f"""
+      import sys, numpy as np, pandas as pd, keras
+      from sklearn.datasets import load_digits
+      model = keras.models.load_model({str(run_dir / 'student.keras')!r})
+      saved = pd.read_parquet({str(run_dir / 'predictions.parquet')!r})
+      images = load_digits().images / 16.0
+      x = np.stack([images[int(i.split('-')[1])] for i in saved['id']])[..., None].astype('float32')
+      probs = 1 / (1 + np.exp(-model.predict(x, verbose=0)[:, 0]))
+      assert 'simclr_distill' not in sys.modules
+      np.save({str(tmp_path / 'probs.npy')!r}, probs)
+  """)
+  subprocess.run([sys.executable, "-c", script], check=True, env={**ENV, "PYTHONPATH": ""},
+                 cwd=tmp_path, timeout=300)
+  saved = pd.read_parquet(run_dir / "predictions.parquet")
+  probs = __import__("numpy").load(tmp_path / "probs.npy")
+  assert len(saved) == row["test_examples"] and set(saved.columns) >= {
+      "id", "label", "teacher_prob", "student_prob"}
+  pd.testing.assert_series_equal(pd.Series(probs, name="student_prob"), saved["student_prob"],
+                                 rtol=1e-5, atol=1e-6)
+  assert metrics.binary_metrics(saved["label"], probs)["f1"] == pytest.approx(row["f1"], abs=1e-9)
+
+
+def test_results_stage_filters_and_groups(smoke):
+  workdir, _ = smoke
+  proc = stage("stages.results", f"--workdirs={workdir}", "--filter=stage == 'distill'",
+               "--group_by=student_optimizer,split_percent", "--metrics=f1,agreement")
+  lines = proc.stdout.splitlines()
+  assert "mean" in lines[1] and "std" in lines[1] and "count" in lines[1]
+  assert sum(line.startswith(("adam", "sgd")) for line in lines) == 2
+  listing = stage("stages.results", f"--workdirs={workdir}", "--filter=split_percent == 100")
+  assert listing.stdout.count("none-basic-100") == 2 and "baseline" in listing.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--protocol=leaky",), "flag --protocol=leaky"),
+    (("--archs=resnet9",), "unknown architecture 'resnet9'; known: "),
+    (("--archs=Xception",), "Xception needs inputs of at least 71x71"),
+    (("--data_dir=/nonexistent",), "/nonexistent is not a prepared data directory"),
+    (("--teacher_zoo=/nonexistent",), "no teacher zoo manifest at /nonexistent/manifest.csv"),
+    (("--alpha=2",), "loss.alpha=2.0 must be in"),
+    (("--only=colour=red",), "unknown axis colour"),
+])
+def test_bad_flags_stop_with_a_message_and_nonzero_status(smoke, args, message):
+  workdir, _ = smoke
+  proc = stage("stages.distill", "--preset=smoke", f"--workdir={workdir}", *args, check=False)
+  assert proc.returncode != 0
+  assert message in proc.stderr, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["distill", "label", "results"])
+def test_help_documents_the_stage(name):
+  proc = stage(f"stages.{name}", "--help", check=False)  # absl's --help exits with status 1
+  assert "python -m stages." in proc.stdout
+  assert ("--workdirs" if name == "results" else "--preset: <demo|paper|smoke>") in proc.stdout
