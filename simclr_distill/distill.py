@@ -99,10 +99,17 @@ class Distiller(keras.Model):
       self.teacher_model.trainable = False
     self.task, self.loss_kind = task, loss_kind
     self.temperature, self.alpha, self.distill = temperature, alpha, distill
-    self.distill_loss_tracker = keras.metrics.Mean(name="distill_loss")
-    self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-    self.auc = keras.metrics.AUC(from_logits=True, name="auc")
-    self.agreement = keras.metrics.Mean(name="agreement")
+    # "label_loss" is the ground-truth cross-entropy over the labelled examples of a batch
+    # (every example in validation): the default early-stopping signal.
+    self.label_loss_tracker = keras.metrics.Mean(name="label_loss")
+    if task == "binary":
+      self.auc = keras.metrics.AUC(from_logits=True, name="auc")
+    else:
+      self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    if distill:
+      self.distill_loss_tracker = keras.metrics.Mean(name="distill_loss")
+      self.agreement = keras.metrics.Mean(name="agreement")
+    self._step_teacher_logits = None
 
   def call(self, images, training=False):
     return self.student(images, training=training)
@@ -114,29 +121,37 @@ class Distiller(keras.Model):
 
   def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
     del sample_weight  # Weighting is the mask's job.
-    teacher = self._teacher_logits(x, y) if self.distill else None
-    if teacher is None:
-      student_term = losses.masked_supervised_loss(y["label"], y_pred, y["mask"], task=self.task)
-      distill_term, total = tf.zeros(()), student_term
+    if not self.distill:
+      label_term = losses.masked_supervised_loss(y["label"], y_pred, y["mask"], task=self.task)
+      total = label_term
     else:
-      distill_term, student_term = losses.distillation_loss_terms(
+      teacher = self._teacher_logits(x, y)
+      # Kept for compute_metrics, which Keras calls next in the same traced step, so an
+      # online teacher runs once per step.
+      self._step_teacher_logits = teacher
+      distill_term, label_term = losses.distillation_loss_terms(
           teacher, y_pred, y["label"], y["mask"], task=self.task, kind=self.loss_kind,
           temperature=self.temperature)
-      total = self.alpha * student_term + (1.0 - self.alpha) * distill_term
-    self.distill_loss_tracker.update_state(distill_term)
-    self.student_loss_tracker.update_state(student_term)
+      total = self.alpha * label_term + (1.0 - self.alpha) * distill_term
+      self.distill_loss_tracker.update_state(distill_term)
+    self.label_loss_tracker.update_state(label_term)
     if self.losses:
       total += tf.add_n(self.losses)
     # As Keras' own losses do: each replica's loss is 1/replicas of the global mean.
     return total / tf.distribute.get_strategy().num_replicas_in_sync
 
   def compute_metrics(self, x, y, y_pred, sample_weight=None):
-    score = y_pred[..., 0] if self.task == "binary" else y_pred
+    # Label metrics count the labelled examples only (all of them in validation).
     if self.task == "binary":
-      self.auc.update_state(y["label"], score, sample_weight=y["mask"])
-    teacher = self._teacher_logits(x, y) if self.distill else None
-    if teacher is not None:
+      self.auc.update_state(y["label"], y_pred[..., 0], sample_weight=y["mask"])
+    else:
+      self.accuracy.update_state(y["label"], y_pred, sample_weight=y["mask"])
+    if self.distill:
+      teacher = self._step_teacher_logits
+      if teacher is None:  # compute_metrics called on its own
+        teacher = self._teacher_logits(x, y)
       self.agreement.update_state(_agree(teacher, y_pred, self.task))
+      self._step_teacher_logits = None
     return self.get_metrics_result()
 
 
@@ -173,13 +188,15 @@ class RunContext:
   def __init__(self, *, workdir: str | pathlib.Path, data: records.PreparedData,
                strategy: tf.distribute.Strategy, zoo_dir: str | pathlib.Path | None = None,
                labels_dir: str | pathlib.Path | None = None, safe_mode: bool = True,
-               preset: str = "", shuffle_buffer: int = 10_000, cache: bool = True):
+               preset: str = "", shuffle_buffer: int = 10_000, cache: bool = True,
+               steps_per_execution: int = 1):
     self.workdir = pathlib.Path(workdir)
     self.data, self.strategy = data, strategy
     self.zoo_dir = pathlib.Path(zoo_dir) if zoo_dir else None
     self.labels_dir = pathlib.Path(labels_dir) if labels_dir else self.workdir / "labels"
     self.safe_mode, self.preset = safe_mode, preset
     self.shuffle_buffer, self.cache = shuffle_buffer, cache
+    self.steps_per_execution = steps_per_execution  # Speed only: not part of a run's identity.
     self.all_ids = data.ids()
 
   @property
@@ -211,9 +228,18 @@ def _targets_fn(label_key: str, task: str, labelled_table, teacher_table, teache
 
 
 class RunDatasets:
-  """The train / val / test streams of one run and their sizes."""
+  """The train / val / test streams of one run and their sizes.
 
-  def __init__(self, run: RunSpec, ctx: RunContext, cached: tuple[np.ndarray, np.ndarray] | None):
+  Args:
+    run: the run.
+    ctx: shared context (data, replicas, caching).
+    cached: the teacher's cached (ids, logits), or None.
+    teacher_in_targets: put cached logits in the batch targets (offline teaching); with an
+      online teacher the cache only groups the pool for balancing.
+  """
+
+  def __init__(self, run: RunSpec, ctx: RunContext, cached: tuple[np.ndarray, np.ndarray] | None,
+               teacher_in_targets: bool = True):
     data = ctx.data
     splits = data.splits(run.labeling)
     self.label_key = data.label_key(run.labeling, run.task)
@@ -234,15 +260,22 @@ class RunDatasets:
     self.task, self.ctx, self.run = run.task, ctx, run
     self._mask_table = records.id_table(mask_ids, np.ones(len(mask_ids), np.int64), default=0)
     self._teacher_table = self._teacher_logits = None
+    self.groups = [self.train_ids]
     if cached is not None:
       ids, logits = cached
-      needed = set(self.train_ids) | set(self.val_ids) | set(self.test_ids)
-      missing = needed - set(ids.tolist())
+      row_of = {i: r for r, i in enumerate(ids.tolist())}
+      missing = [i for i in (*self.train_ids, *self.val_ids, *self.test_ids) if i not in row_of]
       if missing:
         raise ValueError(f"run {run.run_id}: the teacher's cached labels miss {len(missing)} of "
-                         f"its examples (e.g. {sorted(missing)[0]}); rerun `python -m stages.label`")
-      self._teacher_table = records.id_table(ids.tolist(), np.arange(len(ids)), default=-1)
-      self._teacher_logits = tf.constant(logits)
+                         f"its examples (e.g. {missing[0]}); rerun `python -m stages.label`")
+      if teacher_in_targets:
+        self._teacher_table = records.id_table(ids.tolist(), np.arange(len(ids)), default=-1)
+        self._teacher_logits = tf.constant(logits)
+      if run.pool_balance == "teacher":
+        self.groups = _group_by_teacher_class(self.train_ids, logits[[row_of[i] for i in self.train_ids]])
+        if len(self.groups) < 2:
+          log.warning("run %s: the teacher gives one class to the whole pool; it cannot be "
+                      "balanced", run.run_id)
 
   def _targets(self, training: bool):
     return _targets_fn(self.label_key, self.task, self._mask_table if training else None,
@@ -260,29 +293,48 @@ class RunDatasets:
   def steps_per_epoch(self) -> int:
     return max(1, math.ceil(len(self.train_ids) / self.global_batch()))
 
-  def train(self) -> tf.data.Dataset:
-    ds = self._stream(self.train_ids, training=True)
+  def _shuffled(self, ids) -> tf.data.Dataset:
+    ds = self._stream(ids, training=True)
     if self.ctx.cache:
       ds = ds.cache()
     # Shuffle before repeat, as big_vision does: each epoch is a full permutation, and no
     # example is seen twice before all have been seen once.
-    ds = ds.shuffle(min(self.ctx.shuffle_buffer, len(self.train_ids)), seed=self.run.seed,
-                    reshuffle_each_iteration=True).repeat()
+    return ds.shuffle(min(self.ctx.shuffle_buffer, len(ids)), seed=self.run.seed,
+                      reshuffle_each_iteration=True).repeat()
+
+  def train(self) -> tf.data.Dataset:
+    if len(self.groups) > 1:  # Equal draws from each teacher class, each stream reshuffled.
+      ds = tf.data.Dataset.sample_from_datasets(
+          [self._shuffled(g) for g in self.groups], weights=[1 / len(self.groups)] * len(self.groups),
+          seed=self.run.seed)
+    else:
+      ds = self._shuffled(self.train_ids)
     # drop_remainder keeps every step's global batch whole, so it splits evenly over replicas.
     return ds.batch(self.global_batch(), drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
   def evaluation(self, ids) -> tf.data.Dataset:
-    return self._stream(ids, training=False).batch(self.global_batch()).prefetch(tf.data.AUTOTUNE)
+    ds = self._stream(ids, training=False)
+    if self.ctx.cache:  # Validation repeats every epoch; rescanning the records would dominate.
+      ds = ds.cache()
+    return ds.batch(self.global_batch()).prefetch(tf.data.AUTOTUNE)
 
   def test_examples(self) -> tf.data.Dataset:
     """Test records with ids, for predictions: {"id", "image", label, "teacher"?}."""
     fn = self._targets(training=False)
 
-    def with_id(ex):
-      image, targets = fn(ex)
-      return {"id": ex["id"], "image": image, **targets}
+    def with_id(image, targets, example_id):
+      return {"id": example_id, "image": image, **targets}
 
-    return self.ctx.data.examples(self.test_ids).map(with_id).batch(self.global_batch())
+    ds = self.ctx.data.examples(self.test_ids).apply(
+        tf.data.experimental.assert_cardinality(len(self.test_ids)))
+    return ds.map(lambda ex: with_id(*fn(ex), ex["id"])).batch(self.global_batch())
+
+
+def _group_by_teacher_class(ids: list[str], logits: np.ndarray) -> list[list[str]]:
+  """Splits ids by the teacher's hard class (logit > 0, or argmax), dropping empty classes."""
+  classes = (logits[:, 0] > 0).astype(int) if logits.shape[1] == 1 else logits.argmax(1)
+  ids_array = np.asarray(ids, dtype=object)
+  return [ids_array[classes == c].tolist() for c in np.unique(classes)]
 
 
 def code_version() -> str:
@@ -378,10 +430,10 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   keras.utils.set_random_seed(run.seed)
   teacher = None
   cached = None
-  if run.stage == "distill":
-    if run.teacher_mode == "offline":
-      cached = labelling.load_cached_logits(ctx.labels_dir, run.teacher.teacher_id)
-  datasets = RunDatasets(run, ctx, cached)
+  offline = run.stage == "distill" and run.teacher_mode == "offline"
+  if offline or (run.stage == "distill" and run.pool_balance == "teacher"):
+    cached = labelling.load_cached_logits(ctx.labels_dir, run.teacher.teacher_id)
+  datasets = RunDatasets(run, ctx, cached, teacher_in_targets=offline)
   num_outputs = ctx.num_outputs(run.task)
   with ctx.strategy.scope():
     if run.stage == "distill" and run.teacher_mode == "online":
@@ -393,7 +445,7 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
                           temperature=run.loss.temperature, alpha=run.loss.alpha,
                           teacher=teacher, distill=run.stage == "distill")
     distiller.compile(optimizer=build_optimizer(run.optimizer, run.learning_rate),
-                      steps_per_execution=1)
+                      steps_per_execution=ctx.steps_per_execution)
   callbacks: list[keras.callbacks.Callback] = [_ProgressLogger(run.run_id, run.epochs),
                                                 keras.callbacks.TerminateOnNaN()]
   early = None
@@ -417,7 +469,7 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
       "teacher_id": run.teacher.teacher_id if run.teacher else "",
       "encoder": run.teacher.encoder if run.teacher else "",
       "encoder_optimizer": run.teacher.encoder_optimizer if run.teacher else "",
-      "teacher_mode": run.teacher_mode if run.teacher else "",
+      "teacher_mode": run.teacher_mode if run.teacher else "", "pool_balance": run.pool_balance,
       "student_optimizer": run.optimizer, "learning_rate": run.learning_rate,
       "loss_kind": run.loss.kind if run.stage == "distill" else "supervised",
       "temperature": run.loss.temperature, "alpha": run.loss.alpha, "epochs_run": epochs_run,

@@ -44,6 +44,7 @@ class RunSpec:
   loss: LossConfig = LossConfig()
   teacher: TeacherEntry | None = None
   teacher_mode: str = "offline"
+  pool_balance: str = "none"
 
   def settings(self) -> dict[str, Any]:
     """The resolved settings, JSON-ready (what the run id hashes)."""
@@ -63,7 +64,7 @@ class RunSpec:
         "split_percent": self.split_percent, "optimizer": self.optimizer, "seed": self.seed,
         "protocol": self.protocol, "loss_kind": self.loss.kind,
         "temperature": self.loss.temperature, "alpha": self.loss.alpha,
-        "teacher_mode": self.teacher_mode if t else "",
+        "teacher_mode": self.teacher_mode if t else "", "pool_balance": self.pool_balance,
         "teacher_id": t.teacher_id if t else "", "encoder": t.encoder if t else "",
         "encoder_optimizer": t.encoder_optimizer if t else "",
     }
@@ -92,7 +93,9 @@ def build_matrix(config: DistillConfig, teachers: Sequence[TeacherEntry], datase
           runs.append(RunSpec(
               stage="distill", labeling=e.labeling, split_percent=e.split_percent,
               protocol=config.protocol, early_stopping=t.early_stopping and config.protocol == "holdout",
-              loss=config.loss, teacher=e, teacher_mode=config.teacher.mode, **per_run))
+              loss=config.loss, teacher=e, teacher_mode=config.teacher.mode,
+              pool_balance=config.pool_balance if config.protocol == "holdout" else "none",
+              **per_run))
         if config.baseline:
           for scheme in d.schemes:
             for pct in d.split_percents:

@@ -53,7 +53,8 @@ def make_context(config: DistillConfig, *, safe_mode: bool = True) -> RunContext
   return RunContext(workdir=config.workdir, data=data,
                     strategy=build_strategy(config.strategy, config.tpu), zoo_dir=zoo_dir,
                     safe_mode=safe_mode, preset=config.preset,
-                    shuffle_buffer=config.data.shuffle_buffer, cache=config.data.cache)
+                    shuffle_buffer=config.data.shuffle_buffer, cache=config.data.cache,
+                    steps_per_execution=config.train.steps_per_execution)
 
 
 def demo_teacher_runs(config: DistillConfig, ctx: RunContext) -> list[matrix.RunSpec]:
@@ -63,7 +64,8 @@ def demo_teacher_runs(config: DistillConfig, ctx: RunContext) -> list[matrix.Run
   return [matrix.RunSpec(
       stage="finetune", arch=t.demo_arch, labeling=scheme, split_percent=pct, optimizer="adam",
       learning_rate=1e-3, seed=0, protocol="holdout", task=config.data.task,
-      epochs=t.demo_epochs, batch_size=32, early_stopping=True, patience=10, monitor="val_auc",
+      epochs=t.demo_epochs, batch_size=32, early_stopping=True, patience=10,
+      monitor="val_label_loss",
       head="pooled", dropout=0.25, width=t.demo_width, dataset=ctx.data.fingerprint())
       for scheme in config.data.schemes for pct in config.data.split_percents]
 
@@ -75,7 +77,8 @@ def ensure_demo_zoo(config: DistillConfig, ctx: RunContext) -> list[teachers_lib
       zoo / teachers_lib.MANIFEST).is_file() else {}
   entries = dict(existing)
   for run in demo_teacher_runs(config, ctx):
-    teacher_id = f"none-{run.labeling}-{run.split_percent}"
+    teacher_id = f"none-{run.labeling}-{run.split_percent}" + (
+        "-multiclass" if run.task == "multiclass" else "")
     if teacher_id in entries and entries[teacher_id].resolve(zoo).is_file():
       continue
     if not results.is_done(ctx.workdir, run.run_id):
@@ -166,10 +169,10 @@ def run_distillation(config: DistillConfig, *, safe_mode: bool = True) -> pd.Dat
                        only=config.only, shard_index=config.shard_index,
                        num_shards=config.num_shards)
   needed = [e for e in entries if any(r.teacher == e for r in runs)]
-  if config.teacher.mode == "offline":
-    # Every teacher a run needs labels the data before any student trains. Shards that share
-    # a teacher write identical parts atomically; `stages.label --num_shards` splits the
-    # passes across machines beforehand.
+  if config.teacher.mode == "offline" or any(r.pool_balance == "teacher" for r in runs):
+    # Every teacher a run needs labels the data before any student trains (online runs use
+    # the cache only to balance their pool). Shards that share a teacher write identical
+    # parts atomically; `stages.label --num_shards` splits the passes beforehand.
     label_all(config, ctx, needed)
   else:
     check_teachers(config, ctx, needed)

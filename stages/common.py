@@ -35,11 +35,14 @@ _MAPPING: dict[str, tuple[str, Callable]] = {
     "alpha": ("loss.alpha", float),
     "optimizers": ("train.optimizers", tuple),
     "learning_rate": ("train.learning_rate", float),
+    "adam_learning_rate": ("train.adam_learning_rate", float),
+    "sgd_learning_rate": ("train.sgd_learning_rate", float),
     "batch_size": ("train.batch_size", int),
     "epochs": ("train.epochs", int),
     "patience": ("train.patience", int),
     "early_stopping": ("train.early_stopping", bool),
     "seeds": ("train.seeds", lambda v: tuple(int(x) for x in v)),
+    "steps_per_execution": ("train.steps_per_execution", int),
     "protocol": ("protocol", str),
     "baseline": ("baseline", bool),
     "strategy": ("strategy", str),
@@ -47,6 +50,8 @@ _MAPPING: dict[str, tuple[str, Callable]] = {
     "shard_index": ("shard_index", int),
     "num_shards": ("num_shards", int),
     "only": ("only", str),
+    "pool_balance": ("pool_balance", str),
+    "monitor": ("train.monitor", str),
 }
 
 
@@ -73,15 +78,23 @@ def define_flags() -> None:
   flags.DEFINE_float("temperature", None, "Soft-target temperature T (loss scaled by T^2).")
   flags.DEFINE_float("alpha", None, "Weight of the ground-truth loss on labelled examples.")
   flags.DEFINE_list("optimizers", None, "Student optimizers: adam, sgd.")
-  flags.DEFINE_float("learning_rate", None, "Learning rate (default: adam 1e-4, sgd 1e-2).")
+  flags.DEFINE_float("learning_rate", None, "One learning rate for every optimizer.")
+  flags.DEFINE_float("adam_learning_rate", None, "Adam's learning rate (the study: 1e-4).")
+  flags.DEFINE_float("sgd_learning_rate", None, "SGD's learning rate (momentum 0.9).")
   flags.DEFINE_integer("batch_size", None, "Per-replica batch size.")
   flags.DEFINE_integer("epochs", None, "Maximum epochs per run.")
   flags.DEFINE_integer("patience", None, "Early-stopping patience (epochs).")
+  flags.DEFINE_string("monitor", None, "Early-stopping metric: val_label_loss (default), val_auc "
+                      "(binary), val_accuracy (multiclass), val_agreement, val_loss.")
   flags.DEFINE_boolean("early_stopping", None, "Early-stop on validation (holdout protocol).")
   flags.DEFINE_list("seeds", None, "Run seeds, e.g. 0,1,2.")
+  flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (speed "
+                       "only; results are the same).")
   flags.DEFINE_enum("protocol", None, config_lib.PROTOCOLS,
                     "holdout (sound, default) or original (the study: train and score on test).")
   flags.DEFINE_boolean("baseline", None, "Also train each student on the labelled split alone.")
+  flags.DEFINE_enum("pool_balance", None, config_lib.POOL_BALANCES, "teacher: resample the "
+                    "holdout pool to equal teacher-class frequencies; none: as it is.")
   flags.DEFINE_enum("strategy", None, config_lib.STRATEGIES, "tf.distribute strategy.")
   flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (with --strategy=tpu).")
   flags.DEFINE_integer("shard_index", None, "This process's shard of the run matrix.")
@@ -101,9 +114,18 @@ def config_from_flags() -> config_lib.DistillConfig:
   return config_lib.override(base, changes)
 
 
+class _DropRetracingWarnings(logging.Filter):
+  """Each run builds a new model, so new step functions are traced by design; TensorFlow's
+  "triggered tf.function retracing" advice would only alarm a user here."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 def setup_logging() -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.getLogger("simclr_distill").setLevel(logging.INFO)
+  logging.getLogger("tensorflow").addFilter(_DropRetracingWarnings())
 
 
 def run_or_explain(main: Callable[[], None]) -> None:

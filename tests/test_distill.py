@@ -82,3 +82,29 @@ def test_strategy_names():
   assert distill.build_strategy("auto").num_replicas_in_sync == 1  # no GPUs here
   with pytest.raises(ValueError, match="unknown strategy 'gpu'"):
     distill.build_strategy("gpu")
+
+
+def test_teacher_balanced_pool_draws_each_teacher_class_equally(tmp_path):
+  from simclr_distill.data import digits
+  from simclr_distill.matrix import RunSpec
+
+  data = digits.prepare_digits(tmp_path / "data", num_shards=2, percents=(10, 100))
+  ctx = distill.RunContext(workdir=tmp_path, data=data, strategy=tf.distribute.get_strategy())
+  ids = np.asarray(data.ids())
+  logits = np.where(np.arange(len(ids)) % 10 == 0, 3.0, -3.0)[:, None].astype(np.float32)  # 10% positive
+  entry = TeacherEntry("t", "basic", 10, "t.keras")
+  common = dict(stage="distill", arch="mlp", labeling="basic", split_percent=10, optimizer="adam",
+                learning_rate=1e-3, seed=0, protocol="holdout", task="binary", epochs=1, batch_size=100,
+                early_stopping=True, patience=1, monitor="val_label_loss", head="pooled", dropout=0.0,
+                width=None, dataset=data.fingerprint(), teacher=entry)
+  fractions = {}
+  for balance in ("teacher", "none"):
+    sets = distill.RunDatasets(RunSpec(pool_balance=balance, **common), ctx, (ids, logits))
+    teacher = np.concatenate([t["teacher"].numpy() for _, t in sets.train().take(20)])
+    fractions[balance] = float((teacher > 0).mean())
+  assert fractions["teacher"] == pytest.approx(0.5, abs=0.05)
+  assert fractions["none"] == pytest.approx(0.1, abs=0.03)
+  # Test and validation streams are never resampled, and every example counts as labelled.
+  test = list(sets.test_examples())
+  assert sum(len(b["id"]) for b in test) == len(data.splits("basic")["test"])
+  assert all(float(b["mask"].numpy().min()) == 1.0 for b in test)

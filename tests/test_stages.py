@@ -120,3 +120,34 @@ def test_help_documents_the_stage(name):
   proc = stage(f"stages.{name}", "--help", check=False)  # absl's --help exits with status 1
   assert "python -m stages." in proc.stdout
   assert ("--workdirs" if name == "results" else "--preset: <demo|paper|smoke>") in proc.stdout
+
+
+def test_multiclass_digits_through_the_stage(tmp_path):
+  proc = stage("stages.distill", "--preset=smoke", f"--workdir={tmp_path}", "--task=multiclass",
+               "--split_percents=100", "--optimizers=adam", "--nobaseline", "--loss=soft_kl",
+               "--temperature=4")
+  table = pd.read_parquet(tmp_path / results.TABLE_PARQUET)
+  assert table["stage"].value_counts().to_dict() == {"distill": 1, "finetune": 1}
+  row = table[table["stage"] == "distill"].iloc[0]
+  assert row["task"] == "multiclass" and row["loss_kind"] == "soft_kl" and row["temperature"] == 4
+  assert row["f1"] == row["macro_f1"] and 0 <= row["f1"] <= 1 and pd.isna(row["tp"])
+  saved = pd.read_parquet(tmp_path / "runs" / row["run_id"] / "predictions.parquet")
+  assert [f"student_prob_{k}" for k in range(10)] == [c for c in saved.columns if c.startswith("student_prob_")]
+  assert "results:" in proc.stdout
+
+
+def test_label_stage_then_original_protocol_with_an_external_zoo_and_online_teacher(smoke, tmp_path):
+  workdir, _ = smoke
+  shared = [f"--workdir={tmp_path}", f"--teacher_zoo={workdir / 'teachers'}",
+            f"--data_dir={workdir / 'data'}", "--preset=smoke"]
+  stage("stages.label", *shared)
+  assert sorted(p.parent.name for p in (tmp_path / "labels").glob("*/_COMPLETE.json")) == [
+      "none-basic-10", "none-basic-100"]
+  stage("stages.distill", *shared, "--protocol=original", "--teacher_mode=online",
+        "--only=split_percent=100,optimizer=adam", "--nobaseline")
+  table = pd.read_parquet(tmp_path / results.TABLE_PARQUET)
+  assert len(table) == 1
+  row = table.iloc[0]
+  # The study's protocol: trained on the test split itself, no early stopping.
+  assert row["protocol"] == "original" and row["teacher_mode"] == "online"
+  assert row["train_examples"] == row["test_examples"] and row["epochs_run"] == row["max_epochs"]
