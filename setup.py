@@ -8,7 +8,7 @@ from setuptools import find_packages, setup
 here = pathlib.Path(__file__).parent
 version = re.search(r'__version__ = "([^"]+)"', (here / "simclr_distill" / "__init__.py").read_text())[1]
 
-STAGES = ("distill", "label", "results")
+STAGES = ("prepare", "distill", "label", "results")
 
 setup(
     name="simclr_distill",
@@ -30,8 +30,10 @@ setup(
         "plotly>=5.18",
         "absl-py>=2.0",
         "scikit-learn>=1.3",  # the embedded digits demo data and metric cross-checks
+        "tifffile>=2023.1",  # BigEarthNet's GeoTIFF bands
     ],
-    extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.2"]},
+    # bigearthnet-common ships six real BigEarthNet-S2 patches the tests convert.
+    extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.2", "bigearthnet-common==2.8.0"]},
     entry_points={"console_scripts": [
         f"simclr-distill-{name}=stages.{name}:run" for name in STAGES]},
 )

@@ -51,6 +51,9 @@ class DataConfig:
     schemes: labelling schemes to run ("basic", "expanded").
     split_percents: label-split sizes, percent of the labelled training pool.
     task: "binary" (the irrigated / positive-digit target) or "multiclass".
+    bands: keep these bands by name (e.g. B04,B03,B02 or "rgb"); empty keeps all.
+    image_size: resize images to image_size x image_size; None keeps the stored size.
+    standardize: standardise each band with the data's mean/std (BigEarthNet records).
     shuffle_buffer: examples in the training shuffle buffer.
     cache: cache decoded training examples in memory (small data only).
   """
@@ -60,6 +63,9 @@ class DataConfig:
   schemes: tuple[str, ...] = ("basic",)
   split_percents: tuple[int, ...] = STUDY_SPLIT_PERCENTS
   task: str = "binary"
+  bands: tuple[str, ...] = ()
+  image_size: int | None = None
+  standardize: bool = True
   shuffle_buffer: int = 10_000
   cache: bool = True
 
@@ -74,6 +80,8 @@ class DataConfig:
     for p in self.split_percents:
       _check(0 < p <= 100, f"data.split_percents holds {p}; each must be in (0, 100]")
     _check_choice("data.task", self.task, TASKS)
+    _check(self.image_size is None or self.image_size >= 1,
+           f"data.image_size={self.image_size} must be >= 1")
     _check(self.shuffle_buffer >= 1, "data.shuffle_buffer must be >= 1")
 
 

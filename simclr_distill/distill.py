@@ -257,6 +257,10 @@ class RunDatasets:
                        f"{run.split_percent}%); check the split lists of {data.root}")
     if not self.test_ids:
       raise ValueError(f"run {run.run_id}: the test split of {run.labeling} is empty")
+    if run.early_stopping and not self.val_ids:
+      raise ValueError(f"run {run.run_id}: early stopping needs validation examples but "
+                       f"val_{run.split_percent} of {run.labeling} is empty; use more data or "
+                       "--noearly_stopping")
     self.task, self.ctx, self.run = run.task, ctx, run
     self._mask_table = records.id_table(mask_ids, np.ones(len(mask_ids), np.int64), default=0)
     self._teacher_table = self._teacher_logits = None

@@ -31,12 +31,13 @@ log = logging.getLogger(__name__)
 def open_data(config: DistillConfig) -> records.PreparedData:
   """Opens the configured data, preparing the digits demo on first use."""
   d = config.data
+  data_dir = d.data_dir
   if d.source == "digits":
     percents = sorted(set(STUDY_SPLIT_PERCENTS) | set(d.split_percents))
-    data = digits.prepare_digits(d.data_dir or pathlib.Path(config.workdir) / "data",
-                                 percents=percents)
-  else:
-    data = records.PreparedData.open(d.data_dir)
+    data_dir = d.data_dir or pathlib.Path(config.workdir) / "data"
+    digits.prepare_digits(data_dir, percents=percents)
+  data = records.PreparedData.open(data_dir, bands=d.bands or None, image_size=d.image_size,
+                                   standardize=d.standardize)
   for scheme in d.schemes:
     available = data.splits(scheme)
     for pct in d.split_percents:
@@ -64,7 +65,8 @@ def demo_teacher_runs(config: DistillConfig, ctx: RunContext) -> list[matrix.Run
   return [matrix.RunSpec(
       stage="finetune", arch=t.demo_arch, labeling=scheme, split_percent=pct, optimizer="adam",
       learning_rate=1e-3, seed=0, protocol="holdout", task=config.data.task,
-      epochs=t.demo_epochs, batch_size=32, early_stopping=True, patience=10,
+      epochs=t.demo_epochs, batch_size=32, early_stopping=config.train.early_stopping,
+      patience=10,
       monitor="val_label_loss",
       head="pooled", dropout=0.25, width=t.demo_width, dataset=ctx.data.fingerprint())
       for scheme in config.data.schemes for pct in config.data.split_percents]

@@ -24,6 +24,9 @@ _MAPPING: dict[str, tuple[str, Callable]] = {
     "schemes": ("data.schemes", tuple),
     "split_percents": ("data.split_percents", lambda v: tuple(int(x) for x in v)),
     "task": ("data.task", str),
+    "bands": ("data.bands", tuple),
+    "image_size": ("data.image_size", int),
+    "standardize": ("data.standardize", bool),
     "teacher_zoo": ("teacher.zoo_dir", str),
     "teacher_mode": ("teacher.mode", str),
     "encoders": ("teacher.encoders", tuple),
@@ -66,6 +69,9 @@ def define_flags() -> None:
   flags.DEFINE_list("schemes", None, "Labelling schemes: basic, expanded.")
   flags.DEFINE_list("split_percents", None, "Label splits in percent, e.g. 1,3,10,25,50,100.")
   flags.DEFINE_enum("task", None, config_lib.TASKS, "binary (irrigated) or multiclass.")
+  flags.DEFINE_list("bands", None, "Keep these bands, e.g. B04,B03,B02 or rgb (default: all).")
+  flags.DEFINE_integer("image_size", None, "Resize images to this size (bilinear).")
+  flags.DEFINE_boolean("standardize", None, "Standardise bands with the data's mean/std.")
   flags.DEFINE_string("teacher_zoo", None, "Teacher zoo directory with manifest.csv; omit to "
                       "train the demo zoo into <workdir>/teachers.")
   flags.DEFINE_enum("teacher_mode", None, config_lib.TEACHER_MODES,

@@ -7,8 +7,11 @@ Layout of a prepared data directory:
   records/part-NNNNN-of-MMMMM.tfrecord
   splits/<scheme>/{train_P, val_P, test}   one example id per line (the study's format)
 
-Each record holds `id` (bytes), `image` (raw float32 bytes, row-major HxWxC) and one int64
-per label key (e.g. `label_basic`, `label_expanded`, `class`).
+Each record holds `id` (bytes), `image` (raw little-endian bytes of the manifest's
+`image_dtype`, float32 or uint16, row-major HxWxC), one int64 per label key (e.g.
+`label_basic`, `label_expanded`, `class`) and optionally a multi-hot int64 vector (`labels`,
+the 43 CORINE classes of BigEarthNet). The reader can standardise each band with the
+manifest's `band_mean` / `band_std`, keep a subset of bands and resize.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from simclr_distill import fileio
 from simclr_distill.data import splits as splits_lib
 
 FORMAT = "simclr_distill.records/1"
+RGB = ("B04", "B03", "B02")
 MANIFEST = "dataset.json"
 
 
@@ -31,16 +35,20 @@ def shard_name(index: int, count: int) -> str:
   return f"records/part-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def encode_example(example_id: str, image: np.ndarray, labels: Mapping[str, int]) -> bytes:
-  """Serialises one example as a tf.train.Example."""
+def encode_example(example_id: str, image: np.ndarray, labels: Mapping[str, int | Sequence[int]],
+                   dtype: str = "float32") -> bytes:
+  """Serialises one example as a tf.train.Example (image stored as `dtype`)."""
   feature = {
       "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[example_id.encode()])),
       "image": tf.train.Feature(bytes_list=tf.train.BytesList(
-          value=[np.ascontiguousarray(image, dtype="<f4").tobytes()])),
+          value=[np.ascontiguousarray(image, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()])),
   }
   for key, value in labels.items():
-    feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    values = [int(v) for v in np.atleast_1d(value)]
+    feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+  # Deterministic serialisation: a resumed conversion writes byte-identical shards.
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+      deterministic=True)
 
 
 def write_shard(path: str | pathlib.Path, serialized: Iterable[bytes]) -> int:
@@ -60,21 +68,32 @@ def write_shard(path: str | pathlib.Path, serialized: Iterable[bytes]) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
-  """A prepared data directory, opened and checked.
+  """A prepared data directory, opened and checked, with its read options.
 
-  Use `PreparedData.open(path)`; the constructor does no I/O.
+  Use `PreparedData.open(path, ...)`; the constructor does no I/O.
   """
 
   root: pathlib.Path
   manifest: dict
+  bands: tuple[str, ...] | None = None
+  image_size: int | None = None
+  standardize: bool = True
 
   @classmethod
-  def open(cls, data_dir: str | pathlib.Path) -> "PreparedData":
+  def open(cls, data_dir: str | pathlib.Path, *, bands: Sequence[str] | None = None,
+           image_size: int | None = None, standardize: bool = True) -> "PreparedData":
     """Opens a data directory written by `stages.prepare` or the digits demo.
+
+    Args:
+      data_dir: the directory.
+      bands: keep these bands, by name (e.g. B04,B03,B02), or "rgb"; None keeps all.
+      image_size: resize images to image_size x image_size (bilinear); None keeps them.
+      standardize: subtract each band's mean and divide by its std (manifest statistics).
 
     Raises:
       FileNotFoundError: if the directory or its manifest is missing.
-      ValueError: if the manifest is of another format or lists missing shards.
+      ValueError: if the manifest is of another format or lists missing shards, or a band is
+        unknown.
     """
     root = pathlib.Path(data_dir)
     path = root / MANIFEST
@@ -89,11 +108,28 @@ class PreparedData:
     if missing:
       raise ValueError(f"{root} lists {len(missing)} missing shard(s), e.g. {missing[0]}; "
                        "re-run the preparation to finish it")
-    return cls(root=root, manifest=manifest)
+    names = list(manifest.get("band_names", []))
+    if bands is not None:
+      bands = tuple(RGB if tuple(bands) in (("rgb",), ("RGB",)) else bands)
+      unknown = [b for b in bands if b not in names]
+      if unknown:
+        raise ValueError(f"{root} has no band(s) {', '.join(unknown)}; it has {', '.join(names)}")
+    if image_size is not None and image_size < 1:
+      raise ValueError(f"image_size={image_size} must be >= 1")
+    return cls(root=root, manifest=manifest, bands=bands, image_size=image_size,
+               standardize=standardize)
+
+  @property
+  def stored_shape(self) -> tuple[int, int, int]:
+    return tuple(self.manifest["image_shape"])
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
-    return tuple(self.manifest["image_shape"])
+    """The shape of the images this reader yields (after band selection and resizing)."""
+    h, w, c = self.stored_shape
+    if self.image_size:
+      h = w = self.image_size
+    return (h, w, len(self.bands) if self.bands else c)
 
   @property
   def num_classes(self) -> int:
@@ -110,7 +146,10 @@ class PreparedData:
   def fingerprint(self) -> str:
     """Identifies the data for run ids: name, example count and split seed."""
     m = self.manifest
-    return f"{m['name']}:{m['num_examples']}:{m.get('split_seed', '')}"
+    options = f":bands={','.join(self.bands)}" if self.bands else ""
+    options += f":size={self.image_size}" if self.image_size else ""
+    options += "" if self.standardize else ":raw"
+    return f"{m['name']}:{m['num_examples']}:{m.get('split_seed', '')}{options}"
 
   def ids(self) -> list[str]:
     return (self.root / "ids.txt").read_text().split()
@@ -138,8 +177,20 @@ class PreparedData:
             "image": tf.io.FixedLenFeature([], tf.string)}
     for key in self.manifest["label_keys"]:
       spec[key] = tf.io.FixedLenFeature([], tf.int64)
+    multi_hot = self.manifest.get("multi_hot")
+    if multi_hot:
+      spec[multi_hot["key"]] = tf.io.FixedLenFeature([multi_hot["size"]], tf.int64)
     ex = tf.io.parse_single_example(serialized, spec)
-    ex["image"] = tf.reshape(tf.io.decode_raw(ex["image"], tf.float32), self.image_shape)
+    dtype = tf.dtypes.as_dtype(self.manifest.get("image_dtype", "float32"))
+    image = tf.cast(tf.reshape(tf.io.decode_raw(ex["image"], dtype), self.stored_shape), tf.float32)
+    if self.standardize and "band_mean" in self.manifest:
+      image = (image - self.manifest["band_mean"]) / self.manifest["band_std"]
+    if self.bands:
+      names = self.manifest["band_names"]
+      image = tf.gather(image, [names.index(b) for b in self.bands], axis=-1)
+    if self.image_size:
+      image = tf.image.resize(image, (self.image_size, self.image_size), method="bilinear")
+    ex["image"] = image
     return ex
 
   def examples(self, ids: Sequence[str] | None = None, *, shards: Sequence[str] | None = None,
