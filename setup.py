@@ -31,6 +31,7 @@ setup(
         "absl-py>=2.0",
         "scikit-learn>=1.3",  # the embedded digits demo data and metric cross-checks
         "tifffile>=2023.1",  # BigEarthNet's GeoTIFF bands
+        "threadpoolctl>=3.1",  # one BLAS thread per conversion worker
     ],
     # bigearthnet-common ships six real BigEarthNet-S2 patches the tests convert.
     extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.2", "bigearthnet-common==2.8.0"]},

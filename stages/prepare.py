@@ -63,8 +63,9 @@ def main(argv):
     print(f"prepared {m['num_examples']} patches into {FLAGS.output_dir} "
           f"({m['num_rejected']} rejected, see rejects.csv)")
     for scheme, report in m["splits"].items():
-      print(f"  {scheme}: positive rate {report['positive_rate']:.3%}; splits {report['origin']}: "
-            + ", ".join(f"{k}={v}" for k, v in sorted(report["sizes"].items())))
+      sizes = ", ".join(f"{k}={v}" for k, v in sorted(report["sizes"].items()))
+      print(f"  {scheme}: positive rate {report['positive_rate']:.3%}; splits {report['origin']}"
+            + (f": {sizes}" if sizes else ""))
 
   common.run_or_explain(go)
 

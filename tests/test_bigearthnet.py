@@ -209,3 +209,17 @@ def test_stage3_distils_on_the_prepared_bigearthnet_records(prepared, tmp_path):
   assert row["train_examples"] == 8  # the 10 patches minus the expanded test list (2)
   config = json.loads((tmp_path / "runs" / row["run_id"] / "config.json").read_text())
   assert config["image_shape"] == [32, 32, 10]
+
+
+def test_the_six_real_patches_alone_convert_without_splits(archive, tmp_path):
+  real = tmp_path / "real"
+  real.mkdir()
+  for p in archive.iterdir():
+    if not p.name.startswith("SYNTHETIC"):
+      shutil.copytree(p, real / p.name)
+  data = B.prepare_archive(real, tmp_path / "out", workers=1)
+  assert data.manifest["num_examples"] == 6 and data.schemes == []
+  assert "0 positive(s) among 6 patches" in data.manifest["splits"]["basic"]["origin"]
+  assert len(list(data.examples())) == 6
+  with pytest.raises(ValueError, match="has no labelling scheme 'basic'"):
+    data.splits("basic")

@@ -17,6 +17,7 @@ resumes at the first unfinished shard, producing byte-identical output.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import math
@@ -83,7 +84,8 @@ def _keys_cubic(t: np.ndarray, a: float = -0.5) -> np.ndarray:
                   np.where(t < 2, ((a * t - 5 * a) * t + 8 * a) * t - 4 * a, 0.0))
 
 
-def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+@functools.lru_cache(maxsize=None)
+def bicubic_matrix(n_in: int, n_out: int = SIZE) -> np.ndarray:
   """The [n_out, n_in] matrix of 1-D bicubic upsampling (Keys a=-0.5, half-pixel centres,
   taps outside the image dropped and the rest renormalised), as TF2's
   `tf.image.resize(method="bicubic")` computes it; a 2-D resize is `M @ image @ M.T`, cheap
@@ -96,10 +98,20 @@ def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     for k in range(max(base - 1, 0), min(base + 3, n_in)):
       m[i, k] = _keys_cubic(x - k)
     m[i] /= m[i].sum()
+  m.setflags(write=False)  # Shared through the cache.
   return m
 
 
-_UPSAMPLE = bicubic_matrix(SIZE // 2, SIZE)
+def to_uint16(plane: np.ndarray) -> np.ndarray:
+  """Upsamples a band to SIZE x SIZE if needed (bicubic), rounds and clips to uint16.
+
+  Bicubic overshoots near sharp edges, below 0 and (rarely) above the uint16 range.
+  """
+  plane = plane.astype(np.float64)
+  if plane.shape != (SIZE, SIZE):
+    m = bicubic_matrix(plane.shape[0])
+    plane = m @ plane @ m.T
+  return np.clip(np.rint(plane), 0, 65535).astype(np.uint16)
 
 
 def label_vector(names: Iterable[str]) -> np.ndarray:
@@ -145,9 +157,7 @@ def read_patch(folder: str | os.PathLike) -> tuple[str, np.ndarray, np.ndarray]:
     side = SIZE if band in BANDS_10M else SIZE // 2
     if plane.shape != (side, side):
       raise PatchError(f"band {band} is {'x'.join(map(str, plane.shape))}, expected {side}x{side}")
-    if band in BANDS_20M:
-      plane = np.clip(np.rint(_UPSAMPLE @ plane.astype(np.float64) @ _UPSAMPLE.T), 0, 65535)
-    planes.append(plane.astype(np.uint16))
+    planes.append(to_uint16(plane))
   json_path = folder / f"{name}_labels_metadata.json"
   try:
     metadata = json.loads(json_path.read_text())
@@ -201,6 +211,15 @@ def write_patch_shard(output_dir: pathlib.Path, shard: str,
   return meta
 
 
+def _init_worker() -> None:
+  """One BLAS thread per worker: the workers already fill the cores, and threaded small
+  matrix products oversubscribe them."""
+  from threadpoolctl import threadpool_limits
+
+  global _THREAD_LIMIT
+  _THREAD_LIMIT = threadpool_limits(1)
+
+
 def _convert_folders(args: tuple[str, str, list[str]]) -> dict:
   """Worker: reads the folders of one shard, rejecting bad patches by name with a reason."""
   output_dir, shard, folders = args
@@ -250,7 +269,7 @@ def convert_archive(archive_dir: str | os.PathLike, output_dir: str | os.PathLik
   start, converted = time.perf_counter(), 0
   if todo:
     # "spawn": workers must not inherit a TensorFlow runtime initialised in this process.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
       for meta in pool.imap_unordered(_convert_folders, todo):
         converted += len(meta["ids"]) + len(meta["rejects"])
         elapsed = time.perf_counter() - start
@@ -300,6 +319,15 @@ def finalize(output_dir: str | os.PathLike, metas: Sequence[Mapping], *, source:
   split_report = {}
   for scheme in SCHEMES:
     labels = [label for m in metas for label in m["labels"][scheme]]
+    positives = sum(labels)
+    if not (split_dirs and scheme in split_dirs) and positives in (0, len(labels)):
+      # No balanced pool exists (e.g. a small excerpt with no irrigated patch): the records
+      # are still written; this scheme gets no split lists and is not offered to stage 3.
+      split_report[scheme] = {"origin": f"not generated: {positives} positive(s) among "
+                                        f"{len(labels)} patches, both classes are needed",
+                              "positive_rate": positives / len(labels), "sizes": {}}
+      log.warning("scheme %s: %s", scheme, split_report[scheme]["origin"])
+      continue
     if split_dirs and scheme in split_dirs:
       imported = splits_lib.read_split_lists(split_dirs[scheme])
       present = set(ids)
@@ -330,7 +358,8 @@ def finalize(output_dir: str | os.PathLike, metas: Sequence[Mapping], *, source:
       "classes": list(CLASSES), "positive_classes": {s: [CLASSES[i] for i in v]
                                                      for s, v in SCHEMES.items()},
       "num_classes": 2, "num_examples": len(ids), "num_rejected": len(rejects),
-      "schemes": sorted(SCHEMES), "splits": split_report, "split_seed": seed,
+      "schemes": sorted(s for s, r in split_report.items() if r["sizes"]),
+      "splits": split_report, "split_seed": seed,
       "shards": [m["shard"] for m in metas],
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   })

@@ -152,7 +152,7 @@ class PreparedData:
     return f"{m['name']}:{m['num_examples']}:{m.get('split_seed', '')}{options}"
 
   def ids(self) -> list[str]:
-    return (self.root / "ids.txt").read_text().split()
+    return (self.root / "ids.txt").read_text().splitlines()
 
   def splits(self, scheme: str) -> dict[str, list[str]]:
     """The split lists of one labelling scheme.
