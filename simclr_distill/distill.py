@@ -245,7 +245,8 @@ class RunDatasets:
     self.label_key = data.label_key(run.labeling, run.task)
     labelled = splits[splits_lib.split_name("train", run.split_percent)]
     if run.stage == "distill":
-      self.train_ids = splits_lib.unlabelled_pool(ctx.all_ids, splits, run.protocol)
+      others = [data.splits(s) for s in data.schemes if s != run.labeling]
+      self.train_ids = splits_lib.unlabelled_pool(ctx.all_ids, splits, run.protocol, others)
       # The original protocol mixes no ground truth in; holdout may (alpha) on its labelled split.
       mask_ids = labelled if run.protocol == "holdout" else []
     else:

@@ -206,7 +206,13 @@ def test_stage3_distils_on_the_prepared_bigearthnet_records(prepared, tmp_path):
   table = pd.read_parquet(tmp_path / "results.parquet")
   row = table[table["stage"] == "distill"].iloc[0]
   assert row["labeling"] == "expanded" and row["arch"] == "cnn" and row["status"] == "ok"
-  assert row["train_examples"] == 8  # the 10 patches minus the expanded test list (2)
+  # The holdout pool: the 10 patches minus every scheme's test and validation lists.
+  data = records.PreparedData.open(out)
+  held_out = set()
+  for scheme in data.schemes:
+    held_out |= {i for name, ids in data.splits(scheme).items()
+                 if name == "test" or name.startswith("val_") for i in ids}
+  assert row["train_examples"] == 10 - len(held_out) == 7
   config = json.loads((tmp_path / "runs" / row["run_id"] / "config.json").read_text())
   assert config["image_shape"] == [32, 32, 10]
 

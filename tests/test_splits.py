@@ -80,3 +80,13 @@ def test_importing_the_study_split_lists_gives_the_published_sizes(reference_dir
   assert len(splits["test"]) == expected["test"]
   for kind in ("train", "val"):
     assert tuple(len(splits[f"{kind}_{p}"]) for p in PERCENTS) == expected[kind]
+
+
+def test_holdout_pool_excludes_every_schemes_test_and_val_lists():
+  ids, labels = _data(n=400, positives=50)
+  basic = S.make_balanced_splits(ids, labels, percents=(10, 100), seed=0)
+  expanded = S.make_balanced_splits(ids, (np.arange(400) % 3 == 0).astype(int), percents=(10, 100), seed=1)
+  pool = set(S.unlabelled_pool(ids, basic, "holdout", [expanded]))
+  for lists in (basic, expanded):
+    assert not pool & (set(lists["test"]) | set(lists["val_100"]) | set(lists["val_10"]))
+  assert pool == set(ids) - set(basic["test"]) - set(basic["val_100"]) - set(expanded["test"]) - set(expanded["val_100"])

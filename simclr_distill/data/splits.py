@@ -110,16 +110,21 @@ def read_split_lists(directory: str | pathlib.Path) -> dict[str, list[str]]:
 
 
 def unlabelled_pool(all_ids: Iterable[str], splits: Mapping[str, Sequence[str]],
-                    protocol: str) -> list[str]:
+                    protocol: str, other_schemes: Iterable[Mapping[str, Sequence[str]]] = ()
+                    ) -> list[str]:
   """The ids a student may learn from without labels.
 
-  "holdout": every example except the scheme's test and full validation lists, so students
-  never see what they are selected or scored on. "original": the study's choice, the test list
-  itself (students trained and scored on the same examples).
+  "holdout": every example except the test and validation lists of this scheme and of
+  `other_schemes` (the study's pool excluded the union of both schemes' test sets, so an
+  encoder or student shared across schemes never sees either test set), so students never
+  see what they are selected or scored on. "original": the study's choice, the scheme's test
+  list itself (students trained and scored on the same examples).
   """
   if protocol == "original":
     return list(splits[TEST])
-  excluded = set(splits[TEST])
-  excluded.update(i for name, ids in splits.items() if name.startswith("val_") for i in ids)
+  excluded: set[str] = set()
+  for lists in (splits, *other_schemes):
+    excluded.update(i for name, ids in lists.items()
+                    if name == TEST or name.startswith("val_") for i in ids)
   return [i for i in all_ids if i not in excluded]
 
