@@ -156,6 +156,7 @@ def test_interrupted_conversion_resumes_to_identical_output(archive, prepared, t
   kept = (resumed / "records/part-00000-of-00004.tfrecord").stat().st_mtime_ns
   B.prepare_archive(archive, resumed, examples_per_shard=3, workers=1)
   assert (resumed / "records/part-00000-of-00004.tfrecord").stat().st_mtime_ns == kept
+  assert not list((resumed / "records").glob(".*.tmp*"))  # the half-written file is cleared
   for shard in json.loads((out / records.MANIFEST).read_text())["shards"]:
     assert (resumed / shard).read_bytes() == (out / shard).read_bytes(), shard
   for name in ("ids.txt", "rejects.csv", "splits/basic/test", "splits/expanded/train_100"):

@@ -264,6 +264,8 @@ def convert_archive(archive_dir: str | os.PathLike, output_dir: str | os.PathLik
   tasks = [(str(output_dir), records.shard_name(i, count),
             folders[i * examples_per_shard:(i + 1) * examples_per_shard]) for i in range(count)]
   todo = [t for t in tasks if not _meta_path(output_dir, t[1]).is_file()]
+  for stale in (output_dir / "records").glob(".*.tmp*"):  # left by a killed run; never trusted
+    stale.unlink()
   log.info("converting %d patches into %d shards (%d done before, %d workers)", len(folders),
            count, count - len(todo), workers or os.cpu_count())
   start, converted = time.perf_counter(), 0
