@@ -32,7 +32,7 @@ import tensorflow as tf
 import simclr_distill
 from simclr_distill import fileio, labelling, losses, metrics, models, results
 from simclr_distill import teachers as teachers_lib
-from simclr_distill.data import records
+from simclr_distill.data import pipeline, records
 from simclr_distill.data import splits as splits_lib
 from simclr_distill.matrix import RunSpec
 
@@ -287,10 +287,8 @@ class RunDatasets:
                        self._teacher_table, self._teacher_logits)
 
   def _stream(self, ids, training: bool):
-    # A declared size lets Keras end validation without an "ran out of data" warning, and a
-    # split list naming examples the records lack fails loudly instead of shrinking the split.
-    return self.ctx.data.examples(ids).apply(tf.data.experimental.assert_cardinality(len(ids))).map(
-        self._targets(training), num_parallel_calls=tf.data.AUTOTUNE)
+    return pipeline.sized(self.ctx.data, ids).map(self._targets(training),
+                                                  num_parallel_calls=tf.data.AUTOTUNE)
 
   def global_batch(self) -> int:
     return self.run.batch_size * self.ctx.replicas
@@ -299,13 +297,8 @@ class RunDatasets:
     return max(1, math.ceil(len(self.train_ids) / self.global_batch()))
 
   def _shuffled(self, ids) -> tf.data.Dataset:
-    ds = self._stream(ids, training=True)
-    if self.ctx.cache:
-      ds = ds.cache()
-    # Shuffle before repeat, as big_vision does: each epoch is a full permutation, and no
-    # example is seen twice before all have been seen once.
-    return ds.shuffle(min(self.ctx.shuffle_buffer, len(ids)), seed=self.run.seed,
-                      reshuffle_each_iteration=True).repeat()
+    return pipeline.shuffled(self._stream(ids, training=True), size=len(ids), seed=self.run.seed,
+                             cache=self.ctx.cache, shuffle_buffer=self.ctx.shuffle_buffer)
 
   def train(self) -> tf.data.Dataset:
     if len(self.groups) > 1:  # Equal draws from each teacher class, each stream reshuffled.
@@ -314,14 +307,13 @@ class RunDatasets:
           seed=self.run.seed)
     else:
       ds = self._shuffled(self.train_ids)
-    # drop_remainder keeps every step's global batch whole, so it splits evenly over replicas.
-    return ds.batch(self.global_batch(), drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return pipeline.batched(ds, self.global_batch(), training=True)
 
   def evaluation(self, ids) -> tf.data.Dataset:
     ds = self._stream(ids, training=False)
     if self.ctx.cache:  # Validation repeats every epoch; rescanning the records would dominate.
       ds = ds.cache()
-    return ds.batch(self.global_batch()).prefetch(tf.data.AUTOTUNE)
+    return pipeline.batched(ds, self.global_batch(), training=False)
 
   def test_examples(self) -> tf.data.Dataset:
     """Test records with ids, for predictions: {"id", "image", label, "teacher"?}."""
@@ -330,9 +322,8 @@ class RunDatasets:
     def with_id(image, targets, example_id):
       return {"id": example_id, "image": image, **targets}
 
-    ds = self.ctx.data.examples(self.test_ids).apply(
-        tf.data.experimental.assert_cardinality(len(self.test_ids)))
-    return ds.map(lambda ex: with_id(*fn(ex), ex["id"])).batch(self.global_batch())
+    ds = pipeline.sized(self.ctx.data, self.test_ids).map(lambda ex: with_id(*fn(ex), ex["id"]))
+    return pipeline.batched(ds, self.global_batch(), training=False)
 
 
 def _group_by_teacher_class(ids: list[str], logits: np.ndarray) -> list[list[str]]:
