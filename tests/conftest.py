@@ -30,3 +30,16 @@ def reference_dir() -> pathlib.Path:
   if not SHARED_REFERENCE.is_dir():
     pytest.skip(f"the study's reference data is not at {SHARED_REFERENCE} (../shared is absent)")
   return SHARED_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+  """The one MirroredStrategy of the test process, over the two logical CPUs.
+
+  Each MirroredStrategy numbers its collectives from the same start and the runtime keeps them
+  by number, so a second strategy in one process whose collectives have other shapes aborts
+  ("Shape mismatch in the collective instance"); every test shares this one.
+  """
+  if len(tf.config.list_logical_devices("CPU")) < 2:
+    pytest.skip("TensorFlow was initialised before conftest could split the CPU in two")
+  return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
