@@ -15,8 +15,6 @@ The same class trains baselines and demo teachers (no teacher, alpha = 1).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import pathlib
@@ -42,6 +40,7 @@ CHECKPOINT = "student.keras"
 PREDICTIONS = "predictions.parquet"
 CONFIG = "config.json"
 HISTORY = "history.csv"
+BACKUP = "backup"
 
 
 def build_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
@@ -170,13 +169,16 @@ def build_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimiz
 
 
 class _ProgressLogger(keras.callbacks.Callback):
-  """One log line per epoch, so long runs show they are alive without Keras' progress bars."""
+  """One log line per epoch, so long runs show they are alive without Keras' progress bars;
+  remembers the last finished epoch (counted from the run's start, across resumptions)."""
 
   def __init__(self, run_id: str, epochs: int):
     super().__init__()
     self.run_id, self.epochs = run_id, epochs
+    self.epochs_done = 0
 
   def on_epoch_end(self, epoch, logs=None):
+    self.epochs_done = epoch + 1
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items())
                       if isinstance(v, (int, float)) and k != "learning_rate")
     log.info("%s epoch %d/%d: %s", self.run_id, epoch + 1, self.epochs, shown)
@@ -403,14 +405,23 @@ def score(frame: pd.DataFrame, task: str) -> dict[str, Any]:
   return out
 
 
-def _history_csv(history: dict[str, list]) -> str:
-  buffer = io.StringIO()
-  keys = sorted(history)
-  writer = csv.writer(buffer)
-  writer.writerow(["epoch", *keys])
-  for epoch in range(len(history[keys[0]]) if keys else 0):
-    writer.writerow([epoch + 1, *(history[k][epoch] for k in keys)])
-  return buffer.getvalue()
+def _align_history(run_dir: pathlib.Path) -> None:
+  """Keeps history.csv to the epochs the backup holds, so a resumed run logs each epoch once.
+
+  Without a backup the run starts afresh and older lines go; with one, lines of epochs after
+  the backed-up one (logged before a kill, then redone) go.
+  """
+  history = run_dir / HISTORY
+  metadata = run_dir / BACKUP / "training_metadata.json"
+  if not history.is_file():
+    return
+  if not metadata.is_file():
+    history.unlink()
+    return
+  done = fileio.read_json(metadata)["epoch"]
+  lines = history.read_text().splitlines(keepends=True)
+  kept = lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) < done]
+  fileio.write_text(history, "".join(kept))
 
 
 def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
@@ -418,7 +429,11 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
 
   Files in `<workdir>/runs/<run_id>/`: `student.keras` (loads with plain
   `keras.models.load_model`), `predictions.parquet` (test-split id, label, teacher and student
-  probabilities), `config.json` (resolved settings), `history.csv`, and last `result.json`.
+  probabilities), `config.json` (resolved settings), `history.csv` (one line per epoch, as it
+  goes), and last `result.json`. While training, `backup/` holds the weights, optimizer state
+  and epoch of the last finished epoch: a killed run resumes there when rerun (early
+  stopping's patience and best weights restart from that epoch), and the backup is deleted
+  when the run finishes.
   """
   run_dir = ctx.workdir / results.RUNS / run.run_id
   run_dir.mkdir(parents=True, exist_ok=True)
@@ -442,8 +457,14 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
                           teacher=teacher, distill=run.stage == "distill")
     distiller.compile(optimizer=build_optimizer(run.optimizer, run.learning_rate),
                       steps_per_execution=ctx.steps_per_execution)
-  callbacks: list[keras.callbacks.Callback] = [_ProgressLogger(run.run_id, run.epochs),
-                                                keras.callbacks.TerminateOnNaN()]
+  _align_history(run_dir)
+  # BackupAndRestore needs a built model; one forward pass builds the wrapper.
+  distiller(tf.zeros((1, *ctx.data.image_shape)), training=False)
+  progress = _ProgressLogger(run.run_id, run.epochs)
+  callbacks: list[keras.callbacks.Callback] = [
+      keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
+      keras.callbacks.BackupAndRestore(str(run_dir / BACKUP), double_checkpoint=True),
+      progress, keras.callbacks.TerminateOnNaN()]
   early = None
   if run.early_stopping:
     early = keras.callbacks.EarlyStopping(
@@ -456,7 +477,8 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
       validation_data=datasets.evaluation(datasets.val_ids) if run.early_stopping else None,
       callbacks=callbacks, shuffle=False, verbose=0).history
   fit_seconds = time.perf_counter() - fit_start
-  epochs_run = len(history.get("loss", []))
+  epochs_run = progress.epochs_done
+  epochs_this_process = len(history.get("loss", []))
   losses_seen = np.asarray(history.get("loss", [np.nan]), np.float64)
   row: dict[str, Any] = {
       "run_id": run.run_id, "stage": run.stage, "protocol": run.protocol, "task": run.task,
@@ -475,7 +497,7 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
       "seed": run.seed, "train_examples": len(datasets.train_ids),
       "test_examples": len(datasets.test_ids), "dataset": run.dataset, "preset": ctx.preset,
       "code_version": code_version(),
-      "images_per_second": epochs_run * datasets.steps_per_epoch() * datasets.global_batch()
+      "images_per_second": epochs_this_process * datasets.steps_per_epoch() * datasets.global_batch()
                            / max(fit_seconds, 1e-9),
   }
   if not np.isfinite(losses_seen).all():
@@ -492,7 +514,6 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
                                        "replicas": ctx.replicas, "data_dir": str(ctx.data.root),
                                        "image_shape": list(ctx.data.image_shape),
                                        "preprocessing": ctx.data.manifest.get("transform", "")})
-  fileio.write_text(run_dir / HISTORY, _history_csv(history))
   row["wall_seconds"] = time.perf_counter() - start
   row["finished_at"] = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
   results.write_row(ctx.workdir, row)

@@ -111,3 +111,38 @@ def test_teacher_balanced_pool_draws_each_teacher_class_equally(tmp_path):
   test = list(sets.test_examples())
   assert sum(len(b["id"]) for b in test) == len(data.splits("basic")["test"])
   assert all(float(b["mask"].numpy().min()) == 1.0 for b in test)
+
+
+class _Preempted(Exception):
+  pass
+
+
+def test_a_run_killed_mid_training_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+  from simclr_distill import results
+  from simclr_distill.data import digits
+  from simclr_distill.matrix import RunSpec
+
+  data = digits.prepare_digits(tmp_path / "data", num_shards=2, percents=(100,))
+  ctx = distill.RunContext(workdir=tmp_path, data=data, strategy=tf.distribute.get_strategy())
+  run = RunSpec(stage="baseline", arch="mlp", labeling="basic", split_percent=100, optimizer="adam",
+                learning_rate=1e-3, seed=0, protocol="holdout", task="binary", epochs=5, batch_size=32,
+                early_stopping=False, patience=1, monitor="val_label_loss", head="pooled",
+                dropout=0.0, width=None, dataset=data.fingerprint())
+  original = distill._ProgressLogger.on_epoch_end
+
+  def preempt_after_epoch_3(self, epoch, logs=None):
+    original(self, epoch, logs)
+    if epoch == 2:
+      raise _Preempted()
+
+  monkeypatch.setattr(distill._ProgressLogger, "on_epoch_end", preempt_after_epoch_3)
+  with pytest.raises(_Preempted):
+    distill.execute_run(run, ctx)
+  run_dir = tmp_path / "runs" / run.run_id
+  assert (run_dir / "backup").is_dir() and not results.is_done(tmp_path, run.run_id)
+  monkeypatch.setattr(distill._ProgressLogger, "on_epoch_end", original)
+  row = distill.execute_run(run, ctx)
+  history = (run_dir / "history.csv").read_text().splitlines()
+  assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2", "3", "4"]
+  assert row["epochs_run"] == 5 and row["status"] == "ok"
+  assert not (run_dir / "backup").exists() and results.is_done(tmp_path, run.run_id)
