@@ -30,9 +30,9 @@ def _tfds_info(tmp_path):
 def _expected_channel(plane: np.ndarray) -> np.ndarray:
   """The float value a channel should round to, computed with TensorFlow, not the module."""
   plane = plane.astype(np.float32)
-  if plane.shape != (T.SIZE, T.SIZE):
+  if plane.shape != (bigearthnet.SIZE, bigearthnet.SIZE):
     # antialias=True computes exact Keys weights; without it TF samples a 1024-entry table.
-    plane = tf.image.resize(plane[None, :, :, None], (T.SIZE, T.SIZE), method="bicubic",
+    plane = tf.image.resize(plane[None, :, :, None], (bigearthnet.SIZE, bigearthnet.SIZE), method="bicubic",
                             antialias=True).numpy()[0, :, :, 0]
   return np.clip(plane, 0, 65535)
 
@@ -55,9 +55,9 @@ def test_band_and_class_constants_match_the_tfds_builder(tmp_path):
 def test_bicubic_matrix_agrees_with_tf_resize(n_in):
   plane = np.random.default_rng(n_in).integers(0, 20000, (n_in, n_in)).astype(np.float64)
   m = bigearthnet.bicubic_matrix(n_in)
-  assert m.shape == (T.SIZE, n_in)
+  assert m.shape == (bigearthnet.SIZE, n_in)
   np.testing.assert_allclose(m.sum(1), 1.0, atol=1e-12)
-  tf_plane = tf.image.resize(plane[None, :, :, None].astype(np.float32), (T.SIZE, T.SIZE),
+  tf_plane = tf.image.resize(plane[None, :, :, None].astype(np.float32), (bigearthnet.SIZE, bigearthnet.SIZE),
                              method="bicubic", antialias=True).numpy()[0, :, :, 0]
   np.testing.assert_allclose(m @ plane @ m.T, tf_plane, atol=0.1)
 

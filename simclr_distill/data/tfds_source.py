@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from simclr_distill.data.bigearthnet import CLASSES, SIZE, to_uint16
+from simclr_distill.data.bigearthnet import CLASSES, to_uint16
 
 # The band features of TFDS bigearthnet/all, in the order its builder declares them
 # (alphabetical, hence B8A last). B10 does not exist: BigEarthNet is Level-2A, which drops it.
