@@ -1,0 +1,184 @@
+"""Stage 1: SimCLR pretraining of an encoder on an unlabelled stream.
+
+The model is the study's: an encoder from the architecture registry (global average pooled),
+then the projection head Dense 1024 relu -> Dense 512 relu -> Dense 128. Two views of each
+example are made in the input pipeline (`augment.make_views`, stateless seeds drawn from a
+seeded random stream, so each epoch sees new views and a seed repeats a run). The NT-Xent loss
+takes its negatives from the GLOBAL batch: each replica gathers every replica's projections
+(`contrastive.gather_global`), as SimCLR does on TPU pods.
+
+Writes `<workdir>/pretrain/<name>/`: `simclr.keras` (image -> 128-d projection; its layer
+"projection_512" is where the study's fine-tuning head attaches), `history.csv`, `config.json`,
+and `backup/` while training (a killed run resumes at its last epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import time
+
+import keras
+import tensorflow as tf
+
+from simclr_distill import augment, config as config_lib, contrastive, fileio, models
+from simclr_distill.data import pipeline, records
+from simclr_distill.data import splits as splits_lib
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "simclr.keras"
+PROJECTION_LAYER = "projection_512"
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+  """One pretraining run.
+
+  Attributes:
+    name: the pretrained encoder's name (the zoo's `encoder` column), e.g. BEN.
+    arch: encoder architecture (registry name); width applies to the small ones.
+    optimizer: "adam" or "sgd" (SGD with momentum 0.9 and cosine decay, as the study's code).
+    learning_rate: peak learning rate.
+    temperature: NT-Xent temperature.
+    batch_size: per-replica batch (the global batch, and so the negatives, grow with replicas).
+    epochs: passes over the pool.
+    policy: augmentation policy ("study": two of nine; "simclr": the standard one).
+    seed: seeds views, shuffling and initialisation.
+  """
+
+  name: str = "demo"
+  arch: str = "cnn"
+  width: int | None = None
+  optimizer: str = "adam"
+  learning_rate: float = 5e-4
+  temperature: float = 0.1
+  batch_size: int = 32
+  epochs: int = 50
+  policy: str = "study"
+  seed: int = 0
+
+  def __post_init__(self):
+    config_lib._check_choice("optimizer", self.optimizer, config_lib.OPTIMIZERS)
+    config_lib._check(self.temperature > 0, f"temperature={self.temperature} must be > 0")
+    config_lib._check(self.batch_size >= 2, "batch_size must be >= 2 (NT-Xent needs negatives)")
+    config_lib._check(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+    config_lib._check(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0")
+
+
+PRESETS = {
+    # The study: ResNet152 on BigEarthNet, batch 32, 50 epochs, temperature 0.1, Adam 5e-4.
+    "paper": PretrainConfig(name="BEN", arch="ResNet152", optimizer="adam", learning_rate=5e-4,
+                            temperature=0.1, batch_size=32, epochs=50),
+    # The digits demo on CPU: a small CNN, large batches for enough negatives.
+    "demo": PretrainConfig(name="demo", arch="cnn", width=32, optimizer="adam", learning_rate=1e-3,
+                           temperature=0.5, batch_size=128, epochs=30),
+    "smoke": PretrainConfig(name="smoke", arch="cnn", width=16, optimizer="adam",
+                            learning_rate=1e-3, temperature=0.5, batch_size=128, epochs=2),
+}
+
+
+def build_simclr_model(arch: str, input_shape, *, width: int | None = None) -> keras.Model:
+  """Encoder + the study's projection head (1024 relu, 512 relu, 128), image -> projection."""
+  models.check_input_size(arch, input_shape)
+  spec = models.ARCHITECTURES.get(arch)
+  inputs = keras.Input(shape=tuple(input_shape), name="image")
+  features = spec.build_features(inputs, width)
+  if len(features.shape) == 4:
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+  x = keras.layers.Dense(1024, activation="relu", name="projection_1024")(features)
+  x = keras.layers.Dense(512, activation="relu", name=PROJECTION_LAYER)(x)
+  outputs = keras.layers.Dense(128, name="projection_128", dtype="float32")(x)
+  return keras.Model(inputs, outputs, name=f"simclr_{arch}")
+
+
+class SimCLR(keras.Model):
+  """Trains `network` with NT-Xent on pairs of views; batches are (view1, view2)."""
+
+  def __init__(self, network: keras.Model, temperature: float, **kwargs):
+    super().__init__(name="simclr", **kwargs)
+    self.network = network
+    self.temperature = temperature
+
+  def call(self, views, training=False):
+    view1, view2 = views
+    return self.network(view1, training=training), self.network(view2, training=training)
+
+  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    z1, z2 = y_pred
+    loss = contrastive.nt_xent_loss(
+        z1, z2, temperature=self.temperature, z1_all=contrastive.gather_global(z1),
+        z2_all=contrastive.gather_global(z2), replica_id=contrastive.replica_index())
+    # Each replica's loss is 1/replicas of the global mean, as Keras' own losses are.
+    return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def make_view_pairs(data: records.PreparedData, ids, *, batch_size: int, seed: int,
+                    policy: str) -> tf.data.Dataset:
+  """Endless (view1, view2) batches: shuffle -> repeat -> augment with fresh seeds -> batch."""
+  images = pipeline.sized(data, ids).map(lambda ex: ex["image"], num_parallel_calls=tf.data.AUTOTUNE)
+  stream = pipeline.shuffled(images, size=len(ids), seed=seed)
+  # A seeded random stream after repeat: new views every epoch, the same views for a seed.
+  seeds = tf.data.Dataset.random(seed=seed).batch(2).map(lambda s: tf.cast(s % (2**31 - 1), tf.int32))
+  pairs = tf.data.Dataset.zip(stream, seeds).map(
+      lambda image, s: augment.make_views(image, s, policy=policy),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return pairs.map(lambda v1, v2: ((v1, v2),)).batch(
+      batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def pretraining_pool(data: records.PreparedData) -> list[str]:
+  """The study's stage-1 pool: every example except the union of the schemes' test lists."""
+  test = set()
+  for scheme in data.schemes:
+    test.update(data.splits(scheme)[splits_lib.TEST])
+  return [i for i in data.ids() if i not in test]
+
+
+def run_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir: str | pathlib.Path,
+                    *, strategy: tf.distribute.Strategy | None = None) -> pathlib.Path:
+  """Pretrains (or resumes, or skips when finished) one encoder; returns its checkpoint path.
+
+  Raises:
+    ValueError: for an empty pool or an architecture that cannot take the data's input size.
+  """
+  out = pathlib.Path(workdir) / "pretrain" / cfg.name
+  checkpoint = out / CHECKPOINT
+  if checkpoint.is_file():
+    return checkpoint
+  out.mkdir(parents=True, exist_ok=True)
+  strategy = strategy or tf.distribute.get_strategy()
+  ids = pretraining_pool(data)
+  if len(ids) < cfg.batch_size * strategy.num_replicas_in_sync:
+    raise ValueError(f"the pretraining pool has {len(ids)} examples, fewer than one global batch")
+  keras.utils.set_random_seed(cfg.seed)
+  global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+  steps = len(ids) // global_batch
+  with strategy.scope():
+    network = build_simclr_model(cfg.arch, data.image_shape, width=cfg.width)
+    model = SimCLR(network, cfg.temperature)
+    if cfg.optimizer == "sgd":
+      schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps * cfg.epochs)
+      optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
+    else:
+      optimizer = keras.optimizers.Adam(cfg.learning_rate)
+    model.compile(optimizer=optimizer)
+  zeros = tf.zeros((1, *data.image_shape))
+  model((zeros, zeros))  # BackupAndRestore needs a built model.
+  fileio.write_json(out / "config.json", {"pretrain": dataclasses.asdict(cfg), "pool": len(ids),
+                                          "replicas": strategy.num_replicas_in_sync,
+                                          "data": data.fingerprint()})
+  start = time.perf_counter()
+  model.fit(make_view_pairs(data, ids, batch_size=global_batch, seed=cfg.seed, policy=cfg.policy),
+            epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
+            callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+                       keras.callbacks.BackupAndRestore(str(out / "backup"), double_checkpoint=True),
+                       keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: log.info(
+                           "pretrain %s epoch %d/%d: loss=%.4f", cfg.name, e + 1, cfg.epochs,
+                           logs["loss"]))])
+  with fileio.atomic_path(checkpoint, suffix=".keras") as tmp:
+    network.save(tmp)
+  log.info("pretrained %s on %d examples in %.0f s -> %s", cfg.name, len(ids),
+           time.perf_counter() - start, checkpoint)
+  return checkpoint
