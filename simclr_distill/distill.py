@@ -15,6 +15,7 @@ The same class trains baselines and demo teachers (no teacher, alpha = 1).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import pathlib
@@ -335,6 +336,7 @@ def _group_by_teacher_class(ids: list[str], logits: np.ndarray) -> list[list[str
   return [ids_array[classes == c].tolist() for c in np.unique(classes)]
 
 
+@functools.lru_cache(maxsize=None)
 def code_version() -> str:
   """The package version plus the git commit of its checkout, when there is one."""
   try:

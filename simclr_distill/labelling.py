@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import tensorflow as tf
 
 from simclr_distill import fileio
@@ -100,8 +101,9 @@ def label_with_teacher(teacher: Teacher, checkpoint: pathlib.Path, data: records
     count += len(frame)
     rate = count / max(time.perf_counter() - start, 1e-9)
     log.info("labelled %s with %s: %d examples (%.0f/s)", shard, teacher.entry.teacher_id, count, rate)
+  # Parts from an earlier, interrupted pass are counted from their footers, not re-read.
   fileio.write_json(directory / COMPLETE, {**key, "examples": sum(
-      len(pd.read_parquet(_part_path(directory, s), columns=["id"])) for s in data.shards)})
+      pq.read_metadata(_part_path(directory, s)).num_rows for s in data.shards)})
   return directory
 
 

@@ -116,23 +116,25 @@ def _sample_images(ctx: RunContext):
   return next(iter(ctx.data.examples().batch(16)))["image"].numpy()
 
 
-def check_teachers(config: DistillConfig, ctx: RunContext, entries) -> None:
-  """Loads every teacher once and checks it against the data before any student trains."""
+def _checked_teachers(config: DistillConfig, ctx: RunContext, entries):
+  """Yields (entry, teacher), each loaded and checked against a sample of the data."""
   sample = _sample_images(ctx)
   num_outputs = ctx.num_outputs(config.data.task)
   for entry in entries:
-    teachers_lib.load_teacher(entry, ctx.zoo_dir, image_shape=ctx.data.image_shape,
-                              num_outputs=num_outputs, safe_mode=ctx.safe_mode, sample=sample)
+    yield entry, teachers_lib.load_teacher(
+        entry, ctx.zoo_dir, image_shape=ctx.data.image_shape, num_outputs=num_outputs,
+        safe_mode=ctx.safe_mode, sample=sample)
+
+
+def check_teachers(config: DistillConfig, ctx: RunContext, entries) -> None:
+  """Loads every teacher once and checks it against the data before any student trains."""
+  for _ in _checked_teachers(config, ctx, entries):
+    pass
 
 
 def label_all(config: DistillConfig, ctx: RunContext, entries) -> None:
   """Runs each teacher of `entries` once over the data, skipping finished caches."""
-  sample = _sample_images(ctx)
-  num_outputs = ctx.num_outputs(config.data.task)
-  for i, entry in enumerate(entries, start=1):
-    teacher = teachers_lib.load_teacher(entry, ctx.zoo_dir, image_shape=ctx.data.image_shape,
-                                        num_outputs=num_outputs, safe_mode=ctx.safe_mode,
-                                        sample=sample)
+  for i, (entry, teacher) in enumerate(_checked_teachers(config, ctx, entries), start=1):
     checkpoint = entry.resolve(ctx.zoo_dir)
     if labelling.is_labelled(ctx.labels_dir, teacher, checkpoint, ctx.data):
       continue

@@ -10,7 +10,10 @@ resume a killed one at its last epoch.
 
 from absl import app, flags
 
-flags.DEFINE_enum("preset", "demo", ["demo", "paper", "smoke"], "Starting configuration.")
+from simclr_distill import config as config_lib
+
+flags.DEFINE_enum("preset", "demo", ["demo", "paper", "smoke"], "Starting configuration "
+                  "(simclr_distill.pretrain.PRESETS).")
 flags.DEFINE_string("workdir", "results/demo", "Output directory.")
 flags.DEFINE_string("data_dir", None, "Prepared data (stages.prepare); omit for the digits demo.")
 flags.DEFINE_string("name", None, "Encoder name (the zoo's encoder column), e.g. BEN, CA_adam.")
@@ -23,8 +26,7 @@ flags.DEFINE_integer("batch_size", None, "Per-replica batch size.")
 flags.DEFINE_integer("epochs", None, "Epochs over the pool.")
 flags.DEFINE_enum("policy", None, ["study", "simclr"], "Augmentation policy.")
 flags.DEFINE_integer("seed", None, "Seed of views, shuffling and initialisation.")
-flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker", "tpu"],
-                  "tf.distribute strategy.")
+flags.DEFINE_enum("strategy", "auto", config_lib.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_string("tpu", None, "TPU name or address (with --strategy=tpu).")
 FLAGS = flags.FLAGS
 _FIELDS = ("name", "arch", "width", "optimizer", "learning_rate", "temperature", "batch_size",
