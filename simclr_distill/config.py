@@ -22,6 +22,7 @@ TASKS = ("binary", "multiclass")
 DATA_SOURCES = ("digits", "records")
 SCHEMES = ("basic", "expanded")
 STUDY_SPLIT_PERCENTS = (1, 3, 10, 25, 50, 100)
+BASELINE_INITS = ("scratch", "imagenet")
 
 
 
@@ -115,17 +116,29 @@ class TeacherConfig:
 
 @dataclasses.dataclass(frozen=True)
 class StudentConfig:
-  """The student architectures (names from `models.ARCHITECTURES`) and their head."""
+  """The student architectures (names from `models.ARCHITECTURES`) and their head.
+
+  Attributes:
+    archs, head, dropout, width: see `models.build_model`.
+    baseline_inits: initialisations of the supervised baselines: "scratch" (random) and/or
+      "imagenet" (a frozen ImageNet backbone, the study's other 60 baselines; paper
+      architectures only, weights read from `imagenet_dir`).
+    imagenet_dir: directory of keras.applications' no-top ImageNet weight files (default
+      ~/.keras/models, where Keras caches them).
+  """
 
   archs: tuple[str, ...] = ("mlp", "cnn")
   head: str = "study"
   dropout: float = 0.25
   width: int | None = None
+  baseline_inits: tuple[str, ...] = ("scratch",)
+  imagenet_dir: str | None = None
 
   def __post_init__(self):
     _check(len(self.archs) > 0, "student.archs is empty; give at least one architecture")
     _check_choice("student.head", self.head, ("study", "pooled"))
     _check(0.0 <= self.dropout < 1.0, f"student.dropout={self.dropout} must be in [0, 1)")
+    _check_choices("student.baseline_inits", self.baseline_inits, BASELINE_INITS)
 
 
 @dataclasses.dataclass(frozen=True)

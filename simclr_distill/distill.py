@@ -29,7 +29,7 @@ import pandas as pd
 import tensorflow as tf
 
 import simclr_distill
-from simclr_distill import fileio, labelling, losses, metrics, models, results
+from simclr_distill import fileio, finetune, labelling, losses, metrics, models, results
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import pipeline, records
 from simclr_distill.data import splits as splits_lib
@@ -192,7 +192,8 @@ class RunContext:
                strategy: tf.distribute.Strategy, zoo_dir: str | pathlib.Path | None = None,
                labels_dir: str | pathlib.Path | None = None, safe_mode: bool = True,
                preset: str = "", shuffle_buffer: int = 10_000, cache: bool = True,
-               steps_per_execution: int = 1):
+               steps_per_execution: int = 1, encoders: dict | None = None,
+               imagenet_dir: str | None = None):
     self.workdir = pathlib.Path(workdir)
     self.data, self.strategy = data, strategy
     self.zoo_dir = pathlib.Path(zoo_dir) if zoo_dir else None
@@ -201,6 +202,8 @@ class RunContext:
     self.shuffle_buffer, self.cache = shuffle_buffer, cache
     self.steps_per_execution = steps_per_execution  # Speed only: not part of a run's identity.
     self.all_ids = data.ids()
+    self.encoders = dict(encoders or {})  # Stage 2: encoder name -> finetune.Encoder.
+    self.imagenet_dir = imagenet_dir
 
   @property
   def replicas(self) -> int:
@@ -407,23 +410,24 @@ def score(frame: pd.DataFrame, task: str) -> dict[str, Any]:
   return out
 
 
-def _align_history(run_dir: pathlib.Path) -> None:
-  """Keeps history.csv to the epochs the backup holds, so a resumed run logs each epoch once.
-
-  Without a backup the run starts afresh and older lines go; with one, lines of epochs after
-  the backed-up one (logged before a kill, then redone) go.
-  """
-  history = run_dir / HISTORY
-  metadata = run_dir / BACKUP / "training_metadata.json"
-  if not history.is_file():
-    return
-  if not metadata.is_file():
-    history.unlink()
-    return
-  done = fileio.read_json(metadata)["epoch"]
-  lines = history.read_text().splitlines(keepends=True)
-  kept = lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) < done]
-  fileio.write_text(history, "".join(kept))
+def build_network(run: RunSpec, ctx: RunContext, num_outputs: int) -> keras.Model:
+  """The model a run trains: a stage-2 teacher on its pretrained encoder, a student, or a
+  baseline (from scratch, or on a frozen ImageNet backbone)."""
+  if run.stage == "finetune" and run.encoder:
+    encoder = ctx.encoders.get(run.encoder)
+    if run.encoder != finetune.RANDOM_INIT and (encoder is None or not encoder.checkpoint):
+      raise ValueError(f"run {run.run_id}: no checkpoint for encoder {run.encoder!r}; known: "
+                       f"{', '.join(ctx.encoders) or 'none'}")
+    return finetune.build_teacher(
+        encoder.checkpoint if encoder else None, arch=run.arch, input_shape=ctx.data.image_shape,
+        width=run.width, num_outputs=num_outputs, dropout=run.dropout, freeze=run.freeze,
+        safe_mode=ctx.safe_mode)
+  model = models.build_model(run.arch, ctx.data.image_shape, num_outputs, head=run.head,
+                             dropout=run.dropout, width=run.width)
+  if run.init == "imagenet":
+    models.load_imagenet_backbone(model, run.arch,
+                                  models.imagenet_weights_path(run.arch, ctx.imagenet_dir))
+  return model
 
 
 def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
@@ -452,14 +456,13 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
     if run.stage == "distill" and run.teacher_mode == "online":
       teacher = teachers_lib.load_teacher(run.teacher, ctx.zoo_dir, image_shape=ctx.data.image_shape,
                                           num_outputs=num_outputs, safe_mode=ctx.safe_mode)
-    student = models.build_model(run.arch, ctx.data.image_shape, num_outputs, head=run.head,
-                                 dropout=run.dropout, width=run.width)
+    student = build_network(run, ctx, num_outputs)
     distiller = Distiller(student, task=run.task, loss_kind=run.loss.kind,
                           temperature=run.loss.temperature, alpha=run.loss.alpha,
                           teacher=teacher, distill=run.stage == "distill")
     distiller.compile(optimizer=build_optimizer(run.optimizer, run.learning_rate),
                       steps_per_execution=ctx.steps_per_execution)
-  _align_history(run_dir)
+  fileio.align_history(run_dir / HISTORY, run_dir / BACKUP)
   # BackupAndRestore needs a built model; one forward pass builds the wrapper.
   distiller(tf.zeros((1, *ctx.data.image_shape)), training=False)
   progress = _ProgressLogger(run.run_id, run.epochs)
@@ -482,13 +485,13 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   epochs_run = progress.epochs_done
   epochs_this_process = len(history.get("loss", []))
   losses_seen = np.asarray(history.get("loss", [np.nan]), np.float64)
+  axes = run.axes()
   row: dict[str, Any] = {
       "run_id": run.run_id, "stage": run.stage, "protocol": run.protocol, "task": run.task,
-      "model": run.teacher.encoder if run.teacher else "", "labeling": run.labeling,
+      "model": axes["encoder"], "labeling": run.labeling,
       "split_percent": run.split_percent, "arch": run.arch,
-      "teacher_id": run.teacher.teacher_id if run.teacher else "",
-      "encoder": run.teacher.encoder if run.teacher else "",
-      "encoder_optimizer": run.teacher.encoder_optimizer if run.teacher else "",
+      "teacher_id": axes["teacher_id"], "encoder": axes["encoder"],
+      "encoder_optimizer": axes["encoder_optimizer"], "freeze": run.freeze, "init": run.init,
       "teacher_mode": run.teacher_mode if run.teacher else "", "pool_balance": run.pool_balance,
       "student_optimizer": run.optimizer, "learning_rate": run.learning_rate,
       "loss_kind": run.loss.kind if run.stage == "distill" else "supervised",

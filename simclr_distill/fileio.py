@@ -89,3 +89,37 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
       yield
     finally:
       fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def digest(path: str | os.PathLike) -> str:
+  """A short SHA-256 of a file's bytes, or of a directory's files (names and bytes), streamed."""
+  import hashlib
+
+  path = pathlib.Path(path)
+  files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+  h = hashlib.sha256()
+  for f in files:
+    h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+    with open(f, "rb") as stream:
+      for chunk in iter(lambda: stream.read(1 << 20), b""):
+        h.update(chunk)
+  return h.hexdigest()[:16]
+
+
+def align_history(history: str | os.PathLike, backup: str | os.PathLike) -> None:
+  """Keeps a CSVLogger history to the epochs a Keras BackupAndRestore directory holds, so a
+  resumed run logs each epoch once.
+
+  Without a backup the run starts afresh and older lines go; with one, lines of epochs after
+  the backed-up one (logged before a kill, then redone) go.
+  """
+  history, metadata = pathlib.Path(history), pathlib.Path(backup) / "training_metadata.json"
+  if not history.is_file():
+    return
+  if not metadata.is_file():
+    history.unlink()
+    return
+  done = read_json(metadata)["epoch"]
+  lines = history.read_text().splitlines(keepends=True)
+  kept = lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) < done]
+  write_text(history, "".join(kept))

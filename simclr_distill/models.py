@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import pathlib
 from typing import Callable, Sequence
 
 import keras
+import numpy as np
 
 from simclr_distill.registry import Registry
 
@@ -47,6 +49,8 @@ class ArchSpec:
   paper: bool
   description: str
   default_width: int | None = None
+  application: Callable[..., keras.Model] | None = None
+  imagenet_file: str | None = None
 
 
 ARCHITECTURES: Registry[ArchSpec] = Registry("architecture")
@@ -74,14 +78,15 @@ def _application_features(application: Callable[..., keras.Model]):
   return build_features
 
 
-for _name, _application, _min_size in (
+for _name, _application, _min_size, _weights in (
     # Keras's documented minimums. Xception and the ResNets happen to build a little below them,
     # but these are the sizes the implementations promise, so they are the contract here.
-    ("Xception", keras.applications.Xception, 71),
-    ("InceptionV3", keras.applications.InceptionV3, 75),
-    ("ResNet50", keras.applications.ResNet50, 32),
-    ("ResNet101V2", keras.applications.ResNet101V2, 32),
-    ("ResNet152", keras.applications.ResNet152, 32),
+    # The last column is the file name under which Keras caches the ImageNet weights.
+    ("Xception", keras.applications.Xception, 71, "xception"),
+    ("InceptionV3", keras.applications.InceptionV3, 75, "inception_v3"),
+    ("ResNet50", keras.applications.ResNet50, 32, "resnet50"),
+    ("ResNet101V2", keras.applications.ResNet101V2, 32, "resnet101v2"),
+    ("ResNet152", keras.applications.ResNet152, 32, "resnet152"),
 ):
   _register(
       ArchSpec(
@@ -90,9 +95,11 @@ for _name, _application, _min_size in (
           min_size=_min_size,
           paper=True,
           description=f"keras.applications.{_name}, random init, any band count",
+          application=_application,
+          imagenet_file=f"{_weights}_weights_tf_dim_ordering_tf_kernels_notop.h5",
       )
   )
-del _name, _application, _min_size
+del _name, _application, _min_size, _weights
 
 
 # ---- Small students --------------------------------------------------------------------------
@@ -181,6 +188,75 @@ _register(
         default_width=64,
     )
 )
+
+
+# ---- ImageNet initialisation -----------------------------------------------------------------
+
+DEFAULT_IMAGENET_DIR = "~/.keras/models"  # Where keras.applications caches downloaded weights.
+
+
+def imagenet_weights_path(arch: str, imagenet_dir: str | None) -> pathlib.Path:
+  """The local ImageNet (no-top) weights file of a paper architecture.
+
+  Raises:
+    ValueError: for an architecture without ImageNet weights.
+    FileNotFoundError: if the file is not there, saying how to get it.
+  """
+  spec = ARCHITECTURES.get(arch)
+  if spec.imagenet_file is None:
+    with_weights = [n for n in ARCHITECTURES.names() if ARCHITECTURES.get(n).imagenet_file]
+    raise ValueError(f"{arch} has no ImageNet weights; the ImageNet baseline needs one of "
+                     f"{', '.join(with_weights)}")
+  path = pathlib.Path(imagenet_dir or DEFAULT_IMAGENET_DIR).expanduser() / spec.imagenet_file
+  if not path.is_file():
+    raise FileNotFoundError(
+        f"no ImageNet weights for {arch} at {path}; copy them there (on a machine with internet, "
+        f"keras.applications.{arch}(weights='imagenet', include_top=False) downloads them to "
+        f"{DEFAULT_IMAGENET_DIR}), point --imagenet_dir at them, or drop 'imagenet' from "
+        "--baseline_inits")
+  return path
+
+
+def _adapt_first_kernel(kernel: np.ndarray, bands: int) -> np.ndarray:
+  """An RGB kernel [k, k, 3, f] for `bands` input channels: the RGB filters on the first three
+  bands (BigEarthNet records store B04, B03, B02 = R, G, B first), their mean on the others,
+  scaled by 3 / bands so a layer's response keeps its scale (torchgeo and timm do the same)."""
+  if bands == 3:
+    return kernel
+  mean = kernel.mean(axis=2, keepdims=True)
+  extra = np.repeat(mean, max(bands - 3, 0), axis=2)
+  adapted = np.concatenate([kernel[:, :, :min(bands, 3)], extra], axis=2)
+  return (adapted * (3.0 / bands)).astype(kernel.dtype)
+
+
+def load_imagenet_backbone(model: keras.Model, arch: str, weights_path: str | pathlib.Path) -> int:
+  """Loads ImageNet weights into the backbone of a `build_model` model and freezes it.
+
+  The weights are read into a 3-band copy of the architecture and copied layer by layer in
+  build order; the first convolution is adapted to the model's band count. Returns the number
+  of layers initialised.
+
+  Raises:
+    ValueError: if the file does not fit the architecture.
+  """
+  spec = ARCHITECTURES.get(arch)
+  height, width, bands = model.inputs[0].shape[1:]
+  try:
+    reference = spec.application(include_top=False, weights=str(weights_path),
+                                 input_shape=(height, width, 3))
+  except Exception as e:  # Keras raises several types for a file of the wrong model.
+    raise ValueError(f"{weights_path} is not a {arch} ImageNet no-top weights file ({e})") from e
+  ours = [layer for layer in model.layers if layer.weights and not layer.name.startswith(("head_", "logits"))]
+  theirs = [layer for layer in reference.layers if layer.weights]
+  if len(ours) != len(theirs):
+    raise ValueError(f"{arch}: {len(theirs)} weighted layers in the reference, {len(ours)} here")
+  for target, source in zip(ours, theirs):
+    values = source.get_weights()
+    if values and values[0].ndim == 4 and values[0].shape[2] != target.get_weights()[0].shape[2]:
+      values[0] = _adapt_first_kernel(values[0], int(bands))
+    target.set_weights(values)
+    target.trainable = False
+  return len(ours)
 
 
 # ---- Public API ------------------------------------------------------------------------------

@@ -72,9 +72,9 @@ PRESETS = {
     "paper": PretrainConfig(name="BEN", arch="ResNet152", optimizer="adam", learning_rate=5e-4,
                             temperature=0.1, batch_size=32, epochs=50),
     # The digits demo on CPU: a small CNN, large batches for enough negatives.
-    "demo": PretrainConfig(name="demo", arch="cnn", width=32, optimizer="adam", learning_rate=1e-3,
+    "demo": PretrainConfig(name="digits_adam", arch="cnn", width=32, optimizer="adam", learning_rate=1e-3,
                            temperature=0.5, batch_size=128, epochs=30),
-    "smoke": PretrainConfig(name="smoke", arch="cnn", width=16, optimizer="adam",
+    "smoke": PretrainConfig(name="digits_adam", arch="cnn", width=16, optimizer="adam",
                             learning_rate=1e-3, temperature=0.5, batch_size=128, epochs=2),
 }
 
@@ -166,6 +166,7 @@ def run_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir: st
     model.compile(optimizer=optimizer)
   zeros = tf.zeros((1, *data.image_shape))
   model((zeros, zeros))  # BackupAndRestore needs a built model.
+  fileio.align_history(out / "history.csv", out / "backup")
   fileio.write_json(out / "config.json", {"pretrain": dataclasses.asdict(cfg), "pool": len(ids),
                                           "replicas": strategy.num_replicas_in_sync,
                                           "data": data.fingerprint()})

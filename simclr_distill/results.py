@@ -28,7 +28,7 @@ STUDY_COLUMNS = ("model", "labeling", "split_percent", "arch", "loss", "tp", "fp
                  "accuracy", "precision", "recall", "auc", "f1", "f0.5")
 COLUMNS = STUDY_COLUMNS + (
     "run_id", "stage", "status", "error", "protocol", "task", "teacher_id", "encoder",
-    "encoder_optimizer", "teacher_mode", "pool_balance", "student_optimizer", "learning_rate", "loss_kind",
+    "encoder_optimizer", "freeze", "init", "teacher_mode", "pool_balance", "student_optimizer", "learning_rate", "loss_kind",
     "temperature", "alpha", "epochs_run", "best_epoch", "max_epochs", "batch_size", "replicas",
     "seed", "macro_f1", "agreement", "teacher_f1", "test_examples", "train_examples",
     "wall_seconds", "images_per_second", "checkpoint", "dataset", "preset", "code_version",
@@ -42,6 +42,10 @@ def row_path(workdir: str | pathlib.Path, run_id: str) -> pathlib.Path:
 
 def is_done(workdir: str | pathlib.Path, run_id: str) -> bool:
   return row_path(workdir, run_id).is_file()
+
+
+def read_row(workdir: str | pathlib.Path, run_id: str) -> dict[str, Any]:
+  return fileio.read_json(row_path(workdir, run_id))
 
 
 def write_row(workdir: str | pathlib.Path, row: Mapping[str, Any]) -> None:

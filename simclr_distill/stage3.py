@@ -48,14 +48,16 @@ def open_data(config: DistillConfig) -> records.PreparedData:
   return data
 
 
-def make_context(config: DistillConfig, *, safe_mode: bool = True) -> RunContext:
+def make_context(config: DistillConfig, *, safe_mode: bool = True,
+                 encoders: dict | None = None) -> RunContext:
   data = open_data(config)
   zoo_dir = config.teacher.zoo_dir or pathlib.Path(config.workdir) / "teachers"
   return RunContext(workdir=config.workdir, data=data,
                     strategy=build_strategy(config.strategy, config.tpu), zoo_dir=zoo_dir,
                     safe_mode=safe_mode, preset=config.preset,
                     shuffle_buffer=config.data.shuffle_buffer, cache=config.data.cache,
-                    steps_per_execution=config.train.steps_per_execution)
+                    steps_per_execution=config.train.steps_per_execution, encoders=encoders,
+                    imagenet_dir=config.student.imagenet_dir)
 
 
 def demo_teacher_runs(config: DistillConfig, ctx: RunContext) -> list[matrix.RunSpec]:

@@ -12,6 +12,10 @@ A zoo's manifest has one row per teacher:
   output              logits | probabilities | auto (read the last layer's activation)
   arch                the teacher's architecture (informational)
 
+Optional provenance columns (written by stage 2, kept as they are, never part of a run's
+identity): source_run, pretrain_checkpoint, pretrain_digest, freeze, seed, best_epoch, test_f1, code_version,
+created_at.
+
 SavedModel directories (TensorFlow 2.x `model.save(dir)` / `tf.saved_model.save`) are served
 through `keras.layers.TFSMLayer`, so checkpoints of the study's TensorFlow 2.3/2.4 era work.
 """
@@ -36,7 +40,10 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.csv"
 COLUMNS = ("teacher_id", "encoder", "encoder_optimizer", "labeling", "split_percent", "path",
            "output", "arch")
+PROVENANCE = ("source_run", "pretrain_checkpoint", "pretrain_digest", "freeze", "seed", "best_epoch", "test_f1",
+              "code_version", "created_at")
 REQUIRED = ("teacher_id", "labeling", "split_percent", "path")
+LOCK = ".manifest.lock"
 OUTPUT_KINDS = ("logits", "probabilities", "auto")
 
 
@@ -56,6 +63,7 @@ class TeacherEntry:
   encoder_optimizer: str = ""
   output: str = "auto"
   arch: str = ""
+  provenance: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
   def resolve(self, zoo_dir: str | pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(self.path)
@@ -78,9 +86,10 @@ def read_zoo(zoo_dir: str | pathlib.Path) -> list[TeacherEntry]:
   missing = [c for c in REQUIRED if c not in frame.columns]
   if missing:
     raise TeacherError(f"{path} lacks column(s) {', '.join(missing)}; required: {', '.join(REQUIRED)}")
-  unknown = sorted(set(frame.columns) - set(COLUMNS))
+  unknown = sorted(set(frame.columns) - set(COLUMNS) - set(PROVENANCE))
   if unknown:
-    raise TeacherError(f"{path} has unknown column(s) {', '.join(unknown)}; known: {', '.join(COLUMNS)}")
+    raise TeacherError(f"{path} has unknown column(s) {', '.join(unknown)}; known: "
+                       f"{', '.join(COLUMNS + PROVENANCE)}")
   duplicated = frame["teacher_id"][frame["teacher_id"].duplicated()].tolist()
   if duplicated:
     raise TeacherError(f"{path} repeats teacher_id {duplicated[0]!r}; ids must be unique")
@@ -97,15 +106,30 @@ def read_zoo(zoo_dir: str | pathlib.Path) -> list[TeacherEntry]:
     if row["labeling"] not in ("basic", "expanded"):
       raise TeacherError(f"{where}: labeling {row['labeling']!r} is not basic or expanded "
                          "(the study's 'balanced' files are the basic scheme)")
-    entries.append(TeacherEntry(**row))
+    provenance = {k: row.pop(k) for k in PROVENANCE if k in row}
+    entries.append(TeacherEntry(**row, provenance=provenance))
   return entries
 
 
 def write_zoo(zoo_dir: str | pathlib.Path, entries: Sequence[TeacherEntry]) -> None:
-  """Writes `manifest.csv` atomically, sorted by teacher id."""
-  frame = pd.DataFrame([dataclasses.asdict(e) for e in entries], columns=list(COLUMNS))
-  frame = frame.sort_values("teacher_id")
+  """Writes `manifest.csv` atomically, sorted by teacher id, with any provenance columns."""
+  rows = []
+  for e in entries:
+    row = {k: v for k, v in dataclasses.asdict(e).items() if k != "provenance"}
+    rows.append({**row, **{k: v for k, v in e.provenance.items() if k in PROVENANCE}})
+  used = [c for c in PROVENANCE if any(c in e.provenance for e in entries)]
+  frame = pd.DataFrame(rows, columns=list(COLUMNS) + used).sort_values("teacher_id")
   fileio.atomic_write(pathlib.Path(zoo_dir) / MANIFEST, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def add_to_zoo(zoo_dir: str | pathlib.Path, entries: Sequence[TeacherEntry]) -> None:
+  """Adds or replaces `entries` in a zoo's manifest (created if missing), under a file lock,
+  so concurrent stage-2 shards writing one zoo never lose each other's rows."""
+  zoo_dir = pathlib.Path(zoo_dir)
+  with fileio.file_lock(zoo_dir / LOCK):
+    current = {e.teacher_id: e for e in read_zoo(zoo_dir)} if (zoo_dir / MANIFEST).is_file() else {}
+    current.update({e.teacher_id: e for e in entries})
+    write_zoo(zoo_dir, list(current.values()))
 
 
 def _savedmodel_model(path: pathlib.Path) -> keras.Model:

@@ -63,8 +63,8 @@ def test_pretrain_stage_runs_and_skips_when_done(tmp_path):
   from tests.test_stages import stage
 
   proc = stage("stages.pretrain", "--preset=smoke", f"--workdir={tmp_path}", "--epochs=1")
-  checkpoint = tmp_path / "pretrain" / "smoke" / "simclr.keras"
-  assert checkpoint.is_file() and f"pretrained encoder smoke: {checkpoint}" in proc.stdout
+  checkpoint = tmp_path / "pretrain" / "digits_adam" / "simclr.keras"
+  assert checkpoint.is_file() and f"pretrained encoder digits_adam: {checkpoint}" in proc.stdout
   mtime = checkpoint.stat().st_mtime_ns
   stage("stages.pretrain", "--preset=smoke", f"--workdir={tmp_path}", "--epochs=1")
   assert checkpoint.stat().st_mtime_ns == mtime
