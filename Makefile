@@ -1,9 +1,9 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
-#   make demo   # virtualenv + install + the embedded digits study (stage 3 end to end)
+#   make demo   # virtualenv + install + the embedded digits study (stages 1, 2, 3 and baselines)
 #   make test   # virtualenv + install + the whole test suite (what CI runs)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
-WORKDIR ?= results/demo
+WORKDIR ?= results/study_demo
 
 .PHONY: install demo smoke test clean
 install: $(VENV)/.installed
@@ -15,10 +15,10 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 demo: install
-	$(VENV)/bin/python -m stages.distill --workdir=$(WORKDIR)
+	$(VENV)/bin/python -m stages.study --workdir=$(WORKDIR)
 
 smoke: install
-	$(VENV)/bin/python -m stages.distill --preset=smoke --workdir=results/smoke
+	$(VENV)/bin/python -m stages.study --preset=smoke --workdir=results/study_smoke
 
 test: install
 	$(VENV)/bin/python -m pytest

@@ -8,7 +8,7 @@ from setuptools import find_packages, setup
 here = pathlib.Path(__file__).parent
 version = re.search(r'__version__ = "([^"]+)"', (here / "simclr_distill" / "__init__.py").read_text())[1]
 
-STAGES = ("prepare", "pretrain", "distill", "label", "results")
+STAGES = ("prepare", "pretrain", "finetune", "label", "distill", "baseline", "study", "results")
 
 setup(
     name="simclr_distill",

@@ -55,69 +55,180 @@ _MAPPING: dict[str, tuple[str, Callable]] = {
     "only": ("only", str),
     "pool_balance": ("pool_balance", str),
     "monitor": ("train.monitor", str),
+    "baseline_inits": ("student.baseline_inits", tuple),
+    "imagenet_dir": ("student.imagenet_dir", str),
 }
 
 
-def define_flags() -> None:
-  """Defines the stage-3 flags (call once, at import of an entry point)."""
-  flags.DEFINE_enum("preset", "demo", sorted(config_lib.PRESETS),
+GROUPS = ("data", "teachers", "encoders", "students", "loss", "schedule", "protocol", "scale",
+          "baseline")
+
+
+def define_flags(groups=GROUPS, presets=None) -> None:
+  """Defines the flags of the named groups (call once, at import of an entry point).
+
+  Args:
+    groups: which of GROUPS an entry point takes; --preset and --workdir are always defined.
+    presets: names accepted by --preset (default: the stage-3 presets).
+  """
+  groups = set(groups)
+  flags.DEFINE_enum("preset", "demo", sorted(presets or config_lib.PRESETS),
                     "Starting configuration: demo (digits, CPU, ~minutes), smoke (<2 min), "
-                    "paper (the study's 180 runs on BigEarthNet-S2 records). Flags override it.")
+                    "paper (the study on BigEarthNet-S2 records). Flags override it.")
   flags.DEFINE_string("workdir", None, "Output directory (default: the preset's, e.g. results/demo).")
-  flags.DEFINE_string("data_dir", None, "Prepared data (stages.prepare output). Omit for the "
-                      "embedded digits demo.")
-  flags.DEFINE_list("schemes", None, "Labelling schemes: basic, expanded.")
-  flags.DEFINE_list("split_percents", None, "Label splits in percent, e.g. 1,3,10,25,50,100.")
-  flags.DEFINE_enum("task", None, config_lib.TASKS, "binary (irrigated) or multiclass.")
-  flags.DEFINE_list("bands", None, "Keep these bands, e.g. B04,B03,B02 or rgb (default: all).")
-  flags.DEFINE_integer("image_size", None, "Resize images to this size (bilinear).")
-  flags.DEFINE_boolean("standardize", None, "Standardise bands with the data's mean/std.")
-  flags.DEFINE_string("teacher_zoo", None, "Teacher zoo directory with manifest.csv; omit to "
-                      "train the demo zoo into <workdir>/teachers.")
-  flags.DEFINE_enum("teacher_mode", None, config_lib.TEACHER_MODES,
-                    "offline: cached teacher logits; online: teacher inside each step.")
-  flags.DEFINE_list("encoders", None, "Keep teachers of these pretrained encoders (BEN, ...).")
-  flags.DEFINE_list("archs", None, "Student architectures (see simclr_distill.models).")
-  flags.DEFINE_enum("head", None, ("study", "pooled"), "Student head.")
-  flags.DEFINE_float("dropout", None, "Student head dropout.")
-  flags.DEFINE_enum("loss", None, config_lib.LOSS_KINDS, "hard (the study), soft_kl, soft_xent.")
-  flags.DEFINE_float("temperature", None, "Soft-target temperature T (loss scaled by T^2).")
-  flags.DEFINE_float("alpha", None, "Weight of the ground-truth loss on labelled examples.")
-  flags.DEFINE_list("optimizers", None, "Student optimizers: adam, sgd.")
-  flags.DEFINE_float("learning_rate", None, "One learning rate for every optimizer.")
-  flags.DEFINE_float("adam_learning_rate", None, "Adam's learning rate (the study: 1e-4).")
-  flags.DEFINE_float("sgd_learning_rate", None, "SGD's learning rate (momentum 0.9).")
-  flags.DEFINE_integer("batch_size", None, "Per-replica batch size.")
-  flags.DEFINE_integer("epochs", None, "Maximum epochs per run.")
-  flags.DEFINE_integer("patience", None, "Early-stopping patience (epochs).")
-  flags.DEFINE_string("monitor", None, "Early-stopping metric: val_label_loss (default), val_auc "
-                      "(binary), val_accuracy (multiclass), val_agreement, val_loss.")
-  flags.DEFINE_boolean("early_stopping", None, "Early-stop on validation (holdout protocol).")
-  flags.DEFINE_list("seeds", None, "Run seeds, e.g. 0,1,2.")
-  flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (speed "
-                       "only; results are the same).")
-  flags.DEFINE_enum("protocol", None, config_lib.PROTOCOLS,
-                    "holdout (sound, default) or original (the study: train and score on test).")
-  flags.DEFINE_boolean("baseline", None, "Also train each student on the labelled split alone.")
-  flags.DEFINE_enum("pool_balance", None, config_lib.POOL_BALANCES, "teacher: resample the "
-                    "holdout pool to equal teacher-class frequencies; none: as it is.")
-  flags.DEFINE_enum("strategy", None, config_lib.STRATEGIES, "tf.distribute strategy.")
-  flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (with --strategy=tpu).")
-  flags.DEFINE_integer("shard_index", None, "This process's shard of the run matrix.")
-  flags.DEFINE_integer("num_shards", None, "Number of shards the matrix is split into.")
-  flags.DEFINE_string("only", None, 'Run a subset, e.g. "arch=ResNet50,split_percent=3|10".')
-  flags.DEFINE_boolean("unsafe_load", False, "Load teachers with Keras safe_mode off (runs code "
-                       "in Lambda layers). Only for checkpoints you trust.")
+  if "data" in groups:
+    flags.DEFINE_string("data_dir", None, "Prepared data (stages.prepare output). Omit for the "
+                        "embedded digits demo.")
+    flags.DEFINE_list("schemes", None, "Labelling schemes: basic, expanded.")
+    flags.DEFINE_list("split_percents", None, "Label splits in percent, e.g. 1,3,10,25,50,100.")
+    flags.DEFINE_enum("task", None, config_lib.TASKS, "binary (irrigated) or multiclass.")
+    flags.DEFINE_list("bands", None, "Keep these bands, e.g. B04,B03,B02 or rgb (default: all).")
+    flags.DEFINE_integer("image_size", None, "Resize images to this size (bilinear).")
+    flags.DEFINE_boolean("standardize", None, "Standardise bands with the data's mean/std.")
+  if "teachers" in groups:
+    flags.DEFINE_string("teacher_zoo", None, "Teacher zoo directory with manifest.csv; omit to "
+                        "train the demo zoo into <workdir>/teachers.")
+    flags.DEFINE_enum("teacher_mode", None, config_lib.TEACHER_MODES,
+                      "offline: cached teacher logits; online: teacher inside each step.")
+  if "encoders" in groups:
+    flags.DEFINE_list("encoders", None, "Only these pretrained encoders (BEN, CA_adam, ...) and "
+                      "their teachers.")
+  if "teachers" in groups or "encoders" in groups:
+    flags.DEFINE_boolean("unsafe_load", False, "Load models with Keras safe_mode off (runs code "
+                         "in Lambda layers). Only for checkpoints you trust.")
+  if "students" in groups:
+    flags.DEFINE_list("archs", None, "Student architectures (see simclr_distill.models).")
+    flags.DEFINE_enum("head", None, ("study", "pooled"), "Student head.")
+    flags.DEFINE_float("dropout", None, "Student head dropout.")
+  if "loss" in groups:
+    flags.DEFINE_enum("loss", None, config_lib.LOSS_KINDS, "hard (the study), soft_kl, soft_xent.")
+    flags.DEFINE_float("temperature", None, "Soft-target temperature T (loss scaled by T^2).")
+    flags.DEFINE_float("alpha", None, "Weight of the ground-truth loss on labelled examples.")
+  if "schedule" in groups:
+    flags.DEFINE_list("optimizers", None, "Student optimizers: adam, sgd.")
+    flags.DEFINE_float("learning_rate", None, "One learning rate for every optimizer.")
+    flags.DEFINE_float("adam_learning_rate", None, "Adam's learning rate (the study: 1e-4).")
+    flags.DEFINE_float("sgd_learning_rate", None, "SGD's learning rate (momentum 0.9).")
+    flags.DEFINE_integer("batch_size", None, "Per-replica batch size.")
+    flags.DEFINE_integer("epochs", None, "Maximum epochs per run.")
+    flags.DEFINE_integer("patience", None, "Early-stopping patience (epochs).")
+    flags.DEFINE_string("monitor", None, "Early-stopping metric: val_label_loss (default), val_auc "
+                        "(binary), val_accuracy (multiclass), val_agreement, val_loss.")
+    flags.DEFINE_boolean("early_stopping", None, "Early-stop on validation (holdout protocol).")
+    flags.DEFINE_list("seeds", None, "Run seeds, e.g. 0,1,2.")
+    flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (speed "
+                         "only; results are the same).")
+  if "protocol" in groups:
+    flags.DEFINE_enum("protocol", None, config_lib.PROTOCOLS,
+                      "holdout (sound, default) or original (the study: train and score on test).")
+    flags.DEFINE_boolean("baseline", None, "Also train each student on the labelled split alone.")
+    flags.DEFINE_enum("pool_balance", None, config_lib.POOL_BALANCES, "teacher: resample the "
+                      "holdout pool to equal teacher-class frequencies; none: as it is.")
+  if "baseline" in groups:
+    flags.DEFINE_list("baseline_inits", None, "Baseline initialisations: scratch, imagenet "
+                      "(frozen ImageNet backbone; paper architectures, weights in --imagenet_dir).")
+    flags.DEFINE_string("imagenet_dir", None, "keras.applications no-top ImageNet weight files "
+                        "(default ~/.keras/models).")
+  if "scale" in groups:
+    flags.DEFINE_enum("strategy", None, config_lib.STRATEGIES, "tf.distribute strategy.")
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (with --strategy=tpu).")
+    flags.DEFINE_integer("shard_index", None, "This process's shard of the run matrix.")
+    flags.DEFINE_integer("num_shards", None, "Number of shards the matrix is split into.")
+    flags.DEFINE_string("only", None, 'Run a subset, e.g. "arch=ResNet50,split_percent=3|10".')
 
 
-def config_from_flags() -> config_lib.DistillConfig:
-  """The preset with every explicitly given flag applied."""
-  base = config_lib.get_preset(FLAGS.preset)
-  changes = {path: convert(FLAGS[name].value) for name, (path, convert) in _MAPPING.items()
-             if FLAGS[name].present}
-  if FLAGS["data_dir"].present:
+def _changes(mapping) -> dict:
+  return {path: convert(FLAGS[name].value) for name, (path, convert) in mapping.items()
+          if name in FLAGS and FLAGS[name].present}
+
+
+def config_from_flags(base: config_lib.DistillConfig | None = None) -> config_lib.DistillConfig:
+  """The preset (or `base`) with every explicitly given flag applied."""
+  base = base or config_lib.get_preset(FLAGS.preset)
+  changes = _changes(_MAPPING)
+  if "data_dir" in FLAGS and FLAGS["data_dir"].present:
     changes["data.source"] = "records"
   return config_lib.override(base, changes)
+
+
+def safe_mode() -> bool:
+  return not ("unsafe_load" in FLAGS and FLAGS.unsafe_load)
+
+
+# ---- Stages 1 and 2 and the whole study -------------------------------------------------------
+
+_PRETRAIN_MAPPING = {f"pretrain_{f}": (f, convert) for f, convert in (
+    ("arch", str), ("width", int), ("epochs", int), ("batch_size", int), ("temperature", float),
+    ("policy", str), ("seed", int))}
+_FINETUNE_MAPPING = {
+    "freeze": ("freeze", str),
+    "finetune_learning_rate": ("learning_rate", float),
+    "finetune_batch_size": ("batch_size", int),
+    "finetune_epochs": ("epochs", int),
+    "finetune_patience": ("patience", int),
+    "finetune_monitor": ("monitor", str),
+    "finetune_dropout": ("dropout", float),
+    "finetune_seeds": ("seeds", lambda v: tuple(int(x) for x in v)),
+}
+
+
+def define_study_flags(*, pretraining: bool = True, preparing: bool = False) -> None:
+  """Flags of the encoders, stage 2 and (optionally) stage 1 and the preparation step."""
+  flags.DEFINE_multi_string(
+      "encoder", None, "Define an encoder (repeatable; replaces the preset's list): "
+      "NAME[:optimizer=adam|sgd,learning_rate=LR,data_dir=PREPARED,checkpoint=SIMCLR.keras,"
+      "epochs=N]. NAME 'none' is the random-init ablation. E.g. "
+      "--encoder=CA_sgd:optimizer=sgd,learning_rate=0.1,data_dir=data/california")
+  if pretraining:
+    flags.DEFINE_string("pretrain_arch", None, "Stage 1: encoder architecture (the study: ResNet152).")
+    flags.DEFINE_integer("pretrain_width", None, "Stage 1: width of a small encoder (cnn, mlp, resnet18).")
+    flags.DEFINE_integer("pretrain_epochs", None, "Stage 1: epochs.")
+    flags.DEFINE_integer("pretrain_batch_size", None, "Stage 1: per-replica batch size.")
+    flags.DEFINE_float("pretrain_temperature", None, "Stage 1: NT-Xent temperature (the study: 0.1).")
+    flags.DEFINE_enum("pretrain_policy", None, ["study", "simclr"], "Stage 1: augmentation policy.")
+    flags.DEFINE_integer("pretrain_seed", None, "Stage 1: seed.")
+  flags.DEFINE_string("freeze", None, "Stage 2: none (train all, as the study's code), encoder "
+                      "(train the head only, as its text says) or N (freeze the first N blocks).")
+  flags.DEFINE_float("finetune_learning_rate", None, "Stage 2: Adam learning rate (the study: 5e-5).")
+  flags.DEFINE_integer("finetune_batch_size", None, "Stage 2: per-replica batch size.")
+  flags.DEFINE_integer("finetune_epochs", None, "Stage 2: maximum epochs (the study: 50).")
+  flags.DEFINE_integer("finetune_patience", None, "Stage 2: early-stopping patience (the study: 25).")
+  flags.DEFINE_string("finetune_monitor", None, "Stage 2: early-stopping metric (val_auc).")
+  flags.DEFINE_float("finetune_dropout", None, "Stage 2: head dropout (the study: 0.5).")
+  flags.DEFINE_list("finetune_seeds", None, "Stage 2: one teacher per seed, e.g. 0,1,2.")
+  if preparing:
+    flags.DEFINE_string("archive_dir", None, "A BigEarthNet-S2 archive to prepare into --data_dir "
+                        "when it is not prepared yet.")
+    flags.DEFINE_string("basic_splits", None, "The study's basic split lists to import when preparing.")
+    flags.DEFINE_string("expanded_splits", None, "The same for the expanded scheme.")
+
+
+def study_from_flags():
+  """The study preset with every explicitly given flag applied."""
+  import dataclasses
+
+  from simclr_distill import study
+
+  base = study.get_preset(FLAGS.preset)
+  changes = {}
+  if "encoder" in FLAGS and FLAGS["encoder"].present:
+    changes["encoders"] = tuple(study.parse_encoder_spec(s) for s in FLAGS.encoder)
+  pretrain_changes = _changes(_PRETRAIN_MAPPING)
+  if pretrain_changes:
+    changes["pretrain"] = dataclasses.replace(base.pretrain, **pretrain_changes)
+  finetune_changes = _changes(_FINETUNE_MAPPING)
+  if finetune_changes:
+    changes["finetune"] = dataclasses.replace(base.finetune, **finetune_changes)
+  if "baseline" in FLAGS and FLAGS["baseline"].present:
+    changes["baseline"] = FLAGS.baseline
+  if "archive_dir" in FLAGS and FLAGS["archive_dir"].present:
+    changes["archive_dir"] = FLAGS.archive_dir
+    changes["split_dirs"] = tuple((s, FLAGS[f"{s}_splits"].value) for s in ("basic", "expanded")
+                                  if FLAGS[f"{s}_splits"].value)
+  distill = config_from_flags(base.distill)
+  if "baseline" in FLAGS:
+    distill = dataclasses.replace(distill, baseline=False)  # The study's baselines are a step.
+  return dataclasses.replace(base, distill=distill, **changes)
 
 
 class _DropRetracingWarnings(logging.Filter):

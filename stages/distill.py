@@ -26,7 +26,7 @@ def main(argv):
     from simclr_distill import results, stage3
 
     config = common.config_from_flags()
-    table = stage3.run_distillation(config, safe_mode=not common.FLAGS.unsafe_load)
+    table = stage3.run_distillation(config, safe_mode=common.safe_mode())
     print(f"results: {config.workdir}/{results.TABLE_PARQUET} ({len(table)} rows)")
     if len(table):
       print(results.summarize(table, ["stage", "arch", "split_percent"], ["f1"]).round(3).to_string())

@@ -23,7 +23,7 @@ def main(argv):
     from simclr_distill import stage3
 
     config = common.config_from_flags()
-    labels_dir = stage3.run_labelling(config, safe_mode=not common.FLAGS.unsafe_load)
+    labels_dir = stage3.run_labelling(config, safe_mode=common.safe_mode())
     print(f"teacher labels: {labels_dir}")
 
   common.run_or_explain(go)

@@ -1,0 +1,349 @@
+"""The whole study as one resumable pipeline: prepare -> pretrain -> finetune -> label ->
+distill -> baseline.
+
+`StudyConfig` holds the settings of every stage: the stage-3 `DistillConfig` (data, students,
+loss, schedule, strategy, matrix filters; its workdir is the study's), the shared stage-1
+settings (`PretrainConfig`: encoder architecture, temperature, batch, epochs, views), the named
+encoders to pretrain (`EncoderSpec`: the study's BEN, CA_adam and CA_sgd, or any a user
+defines with its own data and optimizer), the stage-2 `FinetuneConfig`, and whether the
+supervised baselines run. Every step skips what is finished, so rerunning the command resumes
+the study where it stopped, and a finished study reruns in seconds.
+
+Layout of `<workdir>`: `data/` (the digits demo), `pretrain/<encoder>/` (stage 1), `zoo/`
+(stage 2's teacher zoo and manifest), `labels/` (teacher logits), `runs/<run_id>/` (every
+finetune, distill and baseline run, each with its results row) and `results.{parquet,csv}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import time
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from simclr_distill import config as config_lib, finetune, matrix, models, pretrain, results
+from simclr_distill import stage3
+from simclr_distill.data import records
+from simclr_distill.distill import execute_run
+
+log = logging.getLogger(__name__)
+
+ZOO = "zoo"
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderSpec:
+  """One pretrained encoder of the study (a row of its encoder axis).
+
+  Attributes:
+    name: the encoder's name, the zoo's `encoder` column (BEN, CA_adam, ...); "none" means a
+      randomly initialised network fine-tuned like the others (the pretraining ablation).
+    optimizer: pretraining optimizer, "adam" or "sgd" (SGD: momentum 0.9, cosine decay).
+    learning_rate: pretraining peak learning rate; None takes 5e-4 for Adam, 0.1 for SGD
+      (the study's values).
+    data_dir: prepared data to pretrain on (e.g. California tiles); None: the study's data.
+    checkpoint: an already pretrained SimCLR network (`simclr.keras`); stage 1 is skipped.
+    epochs: pretraining epochs; None takes the shared pretraining setting.
+  """
+
+  name: str
+  optimizer: str = "adam"
+  learning_rate: float | None = None
+  data_dir: str | None = None
+  checkpoint: str | None = None
+  epochs: int | None = None
+
+  def __post_init__(self):
+    config_lib._check(bool(self.name) and "/" not in self.name and "," not in self.name,
+                      f"encoder name {self.name!r} must be non-empty, without '/' or ','")
+    config_lib._check_choice(f"encoder {self.name} optimizer", self.optimizer, config_lib.OPTIMIZERS)
+
+  @property
+  def pretrained(self) -> bool:
+    return self.name != finetune.RANDOM_INIT
+
+  def pretrain_config(self, base: pretrain.PretrainConfig) -> pretrain.PretrainConfig:
+    lr = self.learning_rate or (0.1 if self.optimizer == "sgd" else base.learning_rate)
+    return dataclasses.replace(base, name=self.name, optimizer=self.optimizer, learning_rate=lr,
+                               epochs=self.epochs or base.epochs)
+
+
+_SPEC_FIELDS = {"optimizer": str, "learning_rate": float, "data_dir": str, "checkpoint": str,
+                "epochs": int}
+
+
+def parse_encoder_spec(text: str) -> EncoderSpec:
+  """Parses "NAME[:key=value,...]", e.g. "CA_sgd:optimizer=sgd,learning_rate=0.1,data_dir=D".
+
+  Raises:
+    ValueError: for a malformed spec or an unknown key (the keys are listed).
+  """
+  name, _, rest = text.strip().partition(":")
+  values = {}
+  for term in filter(None, (t.strip() for t in rest.split(","))):
+    key, sep, value = term.partition("=")
+    if not sep or key not in _SPEC_FIELDS:
+      raise ValueError(f"--encoder {text!r}: {term!r} is not KEY=VALUE with KEY one of "
+                       f"{', '.join(_SPEC_FIELDS)}")
+    try:
+      values[key] = _SPEC_FIELDS[key](value)
+    except ValueError:
+      raise ValueError(f"--encoder {text!r}: {key}={value!r} is not a valid "
+                       f"{_SPEC_FIELDS[key].__name__}") from None
+  return EncoderSpec(name=name.strip(), **values)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+  """Every stage's settings (see the module docstring)."""
+
+  distill: config_lib.DistillConfig
+  pretrain: pretrain.PretrainConfig
+  encoders: tuple[EncoderSpec, ...]
+  finetune: finetune.FinetuneConfig = finetune.FinetuneConfig()
+  baseline: bool = True
+  archive_dir: str | None = None  # A BigEarthNet-S2 archive to prepare if the data is not yet.
+  split_dirs: tuple[tuple[str, str], ...] = ()  # (scheme, split-list dir) to import when preparing.
+
+  def __post_init__(self):
+    names = [e.name for e in self.encoders]
+    config_lib._check(len(names) > 0, "the study has no encoder; give --encoder or --encoders")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    config_lib._check(not duplicated, f"encoder(s) {', '.join(duplicated)} defined twice")
+
+  @property
+  def workdir(self) -> pathlib.Path:
+    return pathlib.Path(self.distill.workdir)
+
+  def selected_encoders(self) -> list[EncoderSpec]:
+    wanted = self.distill.teacher.encoders
+    if wanted:
+      unknown = sorted(set(wanted) - {e.name for e in self.encoders})
+      if unknown:
+        raise ValueError(f"--encoders names {', '.join(unknown)}, not defined in this study "
+                         f"({', '.join(e.name for e in self.encoders)}); define it with "
+                         "--encoder=NAME:optimizer=...,data_dir=...")
+    return [e for e in self.encoders if not wanted or e.name in wanted]
+
+
+PRESETS: dict[str, StudyConfig] = {
+    # The study: BEN on BigEarthNet (Adam 5e-4), CA_adam and CA_sgd on California tiles (Adam
+    # 5e-4; SGD 0.1 with cosine decay) -> 36 teachers -> 180 students -> 120 baselines (five
+    # architectures x 6 splits x 2 schemes, from scratch and on frozen ImageNet backbones).
+    "paper": StudyConfig(
+        distill=dataclasses.replace(
+            config_lib.PRESETS["paper"], workdir="results/study_paper", baseline=False,
+            teacher=dataclasses.replace(config_lib.PRESETS["paper"].teacher, zoo_dir=None),
+            student=dataclasses.replace(config_lib.PRESETS["paper"].student,
+                                        baseline_inits=("scratch", "imagenet"))),
+        pretrain=pretrain.PRESETS["paper"],
+        encoders=(EncoderSpec("BEN", "adam", 5e-4),
+                  EncoderSpec("CA_adam", "adam", 5e-4, data_dir="data/california"),
+                  EncoderSpec("CA_sgd", "sgd", 0.1, data_dir="data/california")),
+        finetune=finetune.FinetuneConfig(),
+    ),
+    # The digits study on CPU (about 12 minutes on 2 cores): SimCLR with Adam and with SGD, and
+    # a random-init ablation, each fine-tuned over three seeds on four label splits (36
+    # teachers), each teacher distilled into an MLP and a CNN, and the baselines over 3 seeds.
+    "demo": StudyConfig(
+        distill=dataclasses.replace(
+            config_lib.PRESETS["demo"], workdir="results/study_demo", baseline=False,
+            train=dataclasses.replace(config_lib.PRESETS["demo"].train, optimizers=("adam",),
+                                      seeds=(0,))),
+        pretrain=pretrain.PRESETS["demo"],
+        encoders=(EncoderSpec("digits_adam", "adam", 1e-3), EncoderSpec("digits_sgd", "sgd", 0.3),
+                  EncoderSpec(finetune.RANDOM_INIT)),
+        finetune=finetune.FinetuneConfig(learning_rate=1e-3, batch_size=32, epochs=40,
+                                         patience=10, seeds=(0, 1, 2)),
+    ),
+    # The whole chain in about two minutes, for CI and for trying an install.
+    "smoke": StudyConfig(
+        distill=dataclasses.replace(
+            config_lib.PRESETS["smoke"], workdir="results/study_smoke", baseline=False,
+            train=dataclasses.replace(config_lib.PRESETS["smoke"].train, optimizers=("adam",))),
+        pretrain=pretrain.PRESETS["smoke"],
+        encoders=(EncoderSpec("digits_adam", "adam", 1e-3), EncoderSpec(finetune.RANDOM_INIT)),
+        finetune=finetune.FinetuneConfig(learning_rate=1e-3, batch_size=32, epochs=4, patience=3),
+    ),
+}
+
+
+def get_preset(name: str) -> StudyConfig:
+  try:
+    return PRESETS[name]
+  except KeyError:
+    raise KeyError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}") from None
+
+
+# ---- The steps -------------------------------------------------------------------------------
+
+
+def prepare(cfg: StudyConfig) -> records.PreparedData:
+  """Step 0: the study's data (the digits demo, or BigEarthNet prepared from `archive_dir`).
+
+  Raises:
+    FileNotFoundError: for records data that is neither prepared nor preparable.
+  """
+  d = cfg.distill.data
+  if d.source == "records" and not (pathlib.Path(d.data_dir) / records.MANIFEST).is_file():
+    if not cfg.archive_dir:
+      raise FileNotFoundError(
+          f"no prepared data at {d.data_dir}; give --archive_dir (a BigEarthNet-S2 archive) to "
+          "prepare it here, or run stages.prepare first")
+    from simclr_distill.data import bigearthnet
+
+    log.info("preparing %s from %s", d.data_dir, cfg.archive_dir)
+    bigearthnet.prepare_archive(cfg.archive_dir, d.data_dir, split_dirs=dict(cfg.split_dirs))
+  return stage3.open_data(cfg.distill)
+
+
+def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
+                      train: bool = True) -> list[finetune.Encoder]:
+  """Stage 1 for each selected encoder (skipping finished ones); returns them ready to fine-tune.
+
+  Args:
+    train: pretrain missing encoders; False only finds them (stages.finetune).
+
+  Raises:
+    FileNotFoundError: for a missing checkpoint (with `train` False, a missing pretraining).
+  """
+  encoders = []
+  for spec in cfg.selected_encoders():
+    pcfg = spec.pretrain_config(cfg.pretrain)
+    if not spec.pretrained:
+      encoders.append(finetune.Encoder(name=spec.name, arch=pcfg.arch, width=pcfg.width))
+      continue
+    if spec.checkpoint:
+      checkpoint = pathlib.Path(spec.checkpoint)
+      if not checkpoint.exists():
+        raise FileNotFoundError(f"encoder {spec.name}: no checkpoint at {checkpoint}")
+    elif not train:
+      checkpoint = cfg.workdir / "pretrain" / spec.name / pretrain.CHECKPOINT
+      if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"encoder {spec.name} is not pretrained: no {checkpoint}; run `python -m "
+            f"stages.pretrain --name={spec.name} --workdir={cfg.workdir}` (or stages.study), or "
+            "give --encoder=NAME:checkpoint=PATH")
+    else:
+      own = data if spec.data_dir is None else records.PreparedData.open(
+          spec.data_dir, bands=cfg.distill.data.bands or None, image_size=cfg.distill.data.image_size,
+          standardize=cfg.distill.data.standardize)
+      if own.image_shape != data.image_shape:
+        raise ValueError(f"encoder {spec.name}: its data {spec.data_dir} has images of "
+                         f"{own.image_shape}, the study's {data.image_shape}; prepare both alike")
+      checkpoint = pretrain.run_pretraining(pcfg, own, cfg.workdir, strategy=strategy)
+    encoders.append(finetune.Encoder(name=spec.name, optimizer=spec.optimizer,
+                                     checkpoint=str(checkpoint), arch=pcfg.arch, width=pcfg.width))
+  return encoders
+
+
+def _run_all(runs: Sequence[matrix.RunSpec], ctx, what: str,
+             after: Callable[[matrix.RunSpec, dict], None] | None = None) -> None:
+  todo = [r for r in runs if not results.is_done(ctx.workdir, r.run_id)]
+  log.info("%s: %d runs, %d already finished, %d to train", what, len(runs),
+           len(runs) - len(todo), len(todo))
+  start = time.perf_counter()
+  for i, run in enumerate(todo, start=1):
+    row = execute_run(run, ctx)
+    results.consolidate(ctx.workdir)
+    if after:
+      after(run, row)
+    log.info("[%s %d/%d] %s: %s f1=%.3f in %.1f s; ETA %.0f s", what, i, len(todo), run.run_id,
+             row["status"], row.get("f1", float("nan")), row["wall_seconds"],
+             (time.perf_counter() - start) / i * (len(todo) - i))
+
+
+def finetune_teachers(cfg: StudyConfig, encoders: Sequence[finetune.Encoder], *,
+                      zoo_dir: str | pathlib.Path | None = None, safe_mode: bool = True) -> pathlib.Path:
+  """Stage 2: fine-tunes every encoder on every split (this shard's share) into the zoo.
+
+  Returns the zoo directory. Finished runs are (re)published, so an interrupted stage never
+  leaves a trained teacher out of the manifest.
+  """
+  zoo = pathlib.Path(zoo_dir or cfg.workdir / ZOO)
+  zoo.mkdir(parents=True, exist_ok=True)
+  ctx = stage3.make_context(cfg.distill, safe_mode=safe_mode,
+                            encoders={e.name: e for e in encoders})
+  runs = matrix.select(matrix.finetune_matrix(cfg.distill, cfg.finetune, encoders,
+                                              ctx.data.fingerprint()),
+                       only=cfg.distill.only, shard_index=cfg.distill.shard_index,
+                       num_shards=cfg.distill.num_shards)
+  by_name = {e.name: e for e in encoders}
+
+  def publish(run, row):
+    if row["status"] == "ok":
+      finetune.publish_teacher(zoo, run, row, pathlib.Path(row["checkpoint"]), by_name[run.encoder])
+
+  _run_all(runs, ctx, "finetune", after=publish)
+  listed = {e.provenance.get("source_run") for e in _read_zoo_if_any(zoo)}
+  for run in runs:  # Finished before a kill but not yet listed: list them now.
+    if run.run_id not in listed and results.is_done(ctx.workdir, run.run_id):
+      row = results.read_row(ctx.workdir, run.run_id)
+      publish(run, row)
+  return zoo
+
+
+def _read_zoo_if_any(zoo: pathlib.Path):
+  from simclr_distill import teachers
+
+  return teachers.read_zoo(zoo) if (zoo / teachers.MANIFEST).is_file() else []
+
+
+def run_baselines(config: config_lib.DistillConfig, *, safe_mode: bool = True) -> pd.DataFrame:
+  """The supervised baselines: every student architecture (x init) trained on each labelled
+  split alone, early-stopped on its validation split, scored on the test list.
+
+  Raises:
+    ValueError, FileNotFoundError: for architectures or ImageNet weights that cannot be used,
+      before anything trains.
+  """
+  config = dataclasses.replace(config, baseline=True)
+  workdir = pathlib.Path(config.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  ctx = stage3.make_context(config, safe_mode=safe_mode)
+  for arch in config.student.archs:
+    models.check_input_size(arch, ctx.data.image_shape)
+    if "imagenet" in config.student.baseline_inits:
+      models.imagenet_weights_path(arch, config.student.imagenet_dir)
+  runs = matrix.select(matrix.build_matrix(config, [], ctx.data.fingerprint()), only=config.only,
+                       shard_index=config.shard_index, num_shards=config.num_shards)
+  _run_all(runs, ctx, "baseline")
+  return results.consolidate(workdir)
+
+
+def run_study(cfg: StudyConfig, *, safe_mode: bool = True) -> pd.DataFrame:
+  """Runs (or resumes) the whole study; returns its results table.
+
+  With `distill.teacher.zoo_dir` set, stages 1 and 2 are skipped and that zoo is distilled
+  (an external zoo and stage 2's are interchangeable).
+  """
+  if cfg.distill.num_shards > 1:
+    raise ValueError("stages.study runs the stages in order in one job (spread over devices with "
+                     "--strategy); to shard a stage over machines, run stages.pretrain, "
+                     "stages.finetune, stages.label, stages.distill and stages.baseline with "
+                     "--num_shards/--shard_index")
+  cfg.workdir.mkdir(parents=True, exist_ok=True)
+  start = time.perf_counter()
+  data = prepare(cfg)
+  distill_cfg = dataclasses.replace(cfg.distill, baseline=False)
+  if cfg.distill.teacher.zoo_dir is None:
+    from simclr_distill.distill import build_strategy
+
+    log.info("stage 1: pretraining %s", ", ".join(e.name for e in cfg.selected_encoders()))
+    encoders = pretrain_encoders(cfg, data, build_strategy(cfg.distill.strategy, cfg.distill.tpu))
+    log.info("stage 2: fine-tuning %d encoder(s) into %s", len(encoders), cfg.workdir / ZOO)
+    zoo = finetune_teachers(cfg, encoders, safe_mode=safe_mode)
+    distill_cfg = dataclasses.replace(
+        distill_cfg, teacher=dataclasses.replace(distill_cfg.teacher, zoo_dir=str(zoo)))
+  log.info("stage 3: labelling and distillation")
+  stage3.run_distillation(distill_cfg, safe_mode=safe_mode)
+  if cfg.baseline:
+    log.info("supervised baselines")
+    run_baselines(cfg.distill, safe_mode=safe_mode)
+  table = results.consolidate(cfg.workdir)
+  log.info("study finished in %.0f s: %d results rows in %s", time.perf_counter() - start,
+           len(table), cfg.workdir / results.TABLE_PARQUET)
+  return table

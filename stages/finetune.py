@@ -1,0 +1,54 @@
+"""Stage 2: fine-tune pretrained encoders into the teacher zoo that stage 3 reads.
+
+  python -m stages.finetune --preset=demo --workdir=results/study_demo
+  python -m stages.finetune --preset=paper --data_dir=D --workdir=W --encoders=BEN \\
+      --freeze=encoder --num_shards=4 --shard_index=$TASK_ID
+
+Each encoder (W/pretrain/<name>/simclr.keras from stages.pretrain, or --encoder=NAME:checkpoint=F)
+gets the study's head on its 512-unit projection layer, then trains on every labelling scheme
+and label split (Adam 5e-5, early stopping on validation AUC, best weights restored). Writes
+W/runs/<run_id>/ with a results row (stage=finetune) per teacher, and the zoo: --zoo_dir
+(default W/zoo) with <teacher_id>.keras and manifest.csv (with provenance), ready for
+`stages.distill --teacher_zoo`. Reruns skip finished teachers.
+"""
+
+from absl import app, flags
+
+from stages import common
+
+common.define_flags(("data", "encoders", "scale"), presets=("demo", "paper", "smoke"))
+common.define_study_flags(pretraining=False)
+flags.DEFINE_string("zoo_dir", None, "Where to write the teacher zoo (default <workdir>/zoo).")
+flags.adopt_module_key_flags(common)
+
+
+def main(argv):
+  del argv
+  common.setup_logging()
+
+  def go():
+    from simclr_distill import results, stage3, study
+    from simclr_distill.distill import build_strategy
+
+    cfg = common.study_from_flags()
+    data = stage3.open_data(cfg.distill)
+    encoders = study.pretrain_encoders(cfg, data, build_strategy(cfg.distill.strategy, cfg.distill.tpu),
+                                       train=False)
+    zoo = study.finetune_teachers(cfg, encoders, zoo_dir=common.FLAGS.zoo_dir,
+                                  safe_mode=common.safe_mode())
+    table = results.load_table([cfg.workdir])
+    print(f"teacher zoo: {zoo}/manifest.csv")
+    teachers = table[table["stage"] == "finetune"]
+    if len(teachers):
+      print(results.summarize(teachers, ["encoder", "labeling", "split_percent"], ["f1", "auc"])
+            .round(3).to_string())
+
+  common.run_or_explain(go)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

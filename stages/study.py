@@ -1,0 +1,46 @@
+"""The whole study in one resumable command: prepare -> pretrain -> finetune -> label ->
+distill -> baseline.
+
+  python -m stages.study                        # the digits demo on CPU (see README for time)
+  python -m stages.study --preset=smoke --workdir=W
+  python -m stages.study --preset=paper --data_dir=data/bigearthnet --archive_dir=BigEarthNet-v1.0 \\
+      --strategy=mirrored --workdir=W           # the study: 3 encoders, 36 teachers, 180
+                                                # students, 120 baselines
+
+Rerunning the command skips every finished step and run. --teacher_zoo skips stages 1 and 2
+and distils that zoo instead. To spread one stage over machines, run the stages one by one
+(stages.pretrain, stages.finetune, stages.label, stages.distill, stages.baseline) with
+--num_shards.
+"""
+
+from absl import app, flags
+
+from stages import common
+
+common.define_flags(common.GROUPS, presets=("demo", "paper", "smoke"))
+common.define_study_flags(pretraining=True, preparing=True)
+flags.adopt_module_key_flags(common)
+
+
+def main(argv):
+  del argv
+  common.setup_logging()
+
+  def go():
+    from simclr_distill import results, study
+
+    cfg = common.study_from_flags()
+    table = study.run_study(cfg, safe_mode=common.safe_mode())
+    print(f"results: {cfg.workdir}/{results.TABLE_PARQUET} ({len(table)} rows)")
+    if len(table):
+      print(results.summarize(table, ["stage", "model", "split_percent"], ["f1"]).round(3).to_string())
+
+  common.run_or_explain(go)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
