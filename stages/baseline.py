@@ -28,7 +28,7 @@ def main(argv):
     from simclr_distill import results, study
 
     cfg = common.study_from_flags()
-    table = study.run_baselines(cfg.distill, safe_mode=common.safe_mode())
+    table = study.run_baselines(cfg.baseline_config(), safe_mode=common.safe_mode())
     rows = table[table["stage"] == "baseline"]
     print(f"results: {cfg.workdir}/{results.TABLE_PARQUET} ({len(rows)} baseline rows)")
     if len(rows):

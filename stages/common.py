@@ -129,6 +129,8 @@ def define_flags(groups=GROUPS, presets=None) -> None:
                       "(frozen ImageNet backbone; paper architectures, weights in --imagenet_dir).")
     flags.DEFINE_string("imagenet_dir", None, "keras.applications no-top ImageNet weight files "
                         "(default ~/.keras/models).")
+    flags.DEFINE_list("baseline_seeds", None, "Seeds of the baselines (default: the preset's, "
+                      "else --seeds).")
   if "scale" in groups:
     flags.DEFINE_enum("strategy", None, config_lib.STRATEGIES, "tf.distribute strategy.")
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (with --strategy=tpu).")
@@ -221,6 +223,10 @@ def study_from_flags():
     changes["finetune"] = dataclasses.replace(base.finetune, **finetune_changes)
   if "baseline" in FLAGS and FLAGS["baseline"].present:
     changes["baseline"] = FLAGS.baseline
+  if "baseline_seeds" in FLAGS and FLAGS["baseline_seeds"].present:
+    changes["baseline_seeds"] = tuple(int(x) for x in FLAGS.baseline_seeds)
+  elif "seeds" in FLAGS and FLAGS["seeds"].present:
+    changes["baseline_seeds"] = ()  # --seeds alone sets the baselines' seeds too.
   if "archive_dir" in FLAGS and FLAGS["archive_dir"].present:
     changes["archive_dir"] = FLAGS.archive_dir
     changes["split_dirs"] = tuple((s, FLAGS[f"{s}_splits"].value) for s in ("basic", "expanded")

@@ -172,3 +172,10 @@ def test_stage_errors_say_what_to_do(tmp_path):
   proc = stage("stages.baseline", "--preset=smoke", f"--workdir={tmp_path}",
                "--baseline_inits=imagenet", check=False)
   assert proc.returncode == 2 and "mlp has no ImageNet weights" in proc.stderr
+
+
+def test_baselines_take_their_own_seeds_in_the_demo():
+  cfg = study.get_preset("demo")
+  assert cfg.distill.train.seeds == (0,) and cfg.baseline_config().train.seeds == (0, 1, 2)
+  runs = matrix.build_matrix(dataclasses.replace(cfg.baseline_config(), baseline=True), [], "d")
+  assert len(runs) == 2 * 4 * 3  # mlp, cnn x 4 splits x 3 seeds (Adam)
