@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 WORKDIR ?= results/study_demo
 
-.PHONY: install demo smoke test clean
+.PHONY: install browser demo smoke test clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
@@ -20,7 +20,17 @@ demo: install
 smoke: install
 	$(VENV)/bin/python -m stages.study --preset=smoke --workdir=results/study_smoke
 
-test: install
+# The dashboard tests drive Debian's headless Chromium; install it where it is missing (as root,
+# or through sudo). Without it those tests skip and say why.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the dashboard tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null) || echo "could not install chromium: browser tests will skip"; \
+	fi
+
+test: install browser
 	$(VENV)/bin/python -m pytest
 
 clean:

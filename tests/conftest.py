@@ -43,3 +43,15 @@ def mirrored_strategy():
   if len(tf.config.list_logical_devices("CPU")) < 2:
     pytest.skip("TensorFlow was initialised before conftest could split the CPU in two")
   return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory):
+  """The whole study on the smoke preset, run as a user runs it: (workdir, process)."""
+  from tests.test_stages import stage
+
+  workdir = tmp_path_factory.mktemp("study_smoke")
+  return workdir, stage("stages.study", "--preset=smoke", f"--workdir={workdir}")
+
+
+ARTIFACTS = REPO / "test-artifacts"  # Screenshots and reports the tests leave for people to see.

@@ -76,13 +76,6 @@ def test_imagenet_baseline_adapts_the_first_convolution_and_freezes_the_backbone
     models.imagenet_weights_path("cnn", str(tmp_path))
 
 
-@pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("study")
-  proc = stage("stages.study", "--preset=smoke", f"--workdir={workdir}")
-  return workdir, proc
-
-
 def test_study_chains_all_stages_into_one_table(smoke_study):
   workdir, proc = smoke_study
   table = pd.read_parquet(workdir / results.TABLE_PARQUET)

@@ -1,0 +1,320 @@
+"""The results dashboard: a Dash app over one or more results tables, and its static export.
+
+Sources are workdirs (their row files), table files (.parquet/.csv) and the study's published
+CSVs (`published.py`); each row keeps its `source`. Every categorical column gets a
+multi-select filter and every metric a range; the figures, the table and the CSV download all
+follow the filters. `export_report` writes the same figures and table as one self-contained
+HTML file whose filters run in the browser (plotly.js and the rows are inlined).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from simclr_distill import figures, published, results
+
+log = logging.getLogger(__name__)
+
+CATEGORICAL = ("source", "stage", "protocol", "model", "encoder_optimizer", "student_optimizer",
+               "labeling", "split_percent", "arch", "teacher_id", "seed", "loss_kind", "init",
+               "freeze")
+NUMERIC = ("f1", "f0.5", "auc", "accuracy", "precision", "recall", "agreement", "epochs_run",
+           "wall_seconds")
+TABLE_COLUMNS = ("source", "stage", "model", "labeling", "split_percent", "arch", "student_optimizer",
+                 "seed", "teacher_id", "protocol", "loss_kind", "f1", "f0.5", "auc", "accuracy",
+                 "precision", "recall", "agreement", "teacher_f1", "epochs_run", "run_id")
+COMPARISONS = (  # (figure id, title, colour column, stages kept)
+    ("by_arch", "by architecture", "arch", None),
+    ("by_optimizer", "Adam vs SGD", "student_optimizer", None),
+    ("by_scheme", "basic vs expanded labels", "labeling", None),
+    ("by_stage", "distilled vs supervised baseline (and teachers)", "stage", None),
+)
+
+
+# ---- Loading ----------------------------------------------------------------------------------
+
+
+def load_sources(paths: Sequence[str | pathlib.Path] = (),
+                 published_paths: Sequence[str | pathlib.Path] = ()) -> tuple[pd.DataFrame, list[str]]:
+  """All rows of the given sources in one frame, and messages about what was odd in them.
+
+  Rows from a newer schema than this code, unreadable paths and missing columns become
+  messages (shown above the dashboard), not exceptions.
+  """
+  frames, messages = [], []
+  for path in map(pathlib.Path, paths):
+    try:
+      frame = results.load_table([path])
+    except (FileNotFoundError, ValueError, OSError) as e:
+      messages.append(f"skipped {path}: {e}")
+      continue
+    missing = [c for c in results.COLUMNS if c not in frame.columns]
+    if missing:
+      messages.append(f"{path}: older or foreign table without column(s) {', '.join(missing)}; "
+                      "shown empty")
+    version = pd.to_numeric(frame.get("schema_version", pd.Series(dtype=float)), errors="coerce")
+    if (version > results.SCHEMA_VERSION).any():
+      messages.append(f"{path}: {int((version > results.SCHEMA_VERSION).sum())} rows of a newer "
+                      "results schema; upgrade simclr_distill to read them fully")
+    frame = frame.copy()
+    frame["source"] = path.name if path.is_dir() else path.stem
+    frames.append(frame)
+  if published_paths:
+    try:
+      frames.append(published.load_published(published_paths))
+    except (FileNotFoundError, ValueError, OSError) as e:
+      messages.append(f"published tables not loaded: {e}")
+  frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+  frame = normalise(frame)
+  if frame.empty:
+    messages.append("no results rows: give a workdir with finished runs, a results table, or "
+                    "--published")
+  return frame, messages
+
+
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
+  """Every schema column present (missing ones empty), categorical columns as text."""
+  frame = frame.reindex(columns=list(dict.fromkeys([*results.COLUMNS, "source", *frame.columns])))
+  for column in CATEGORICAL:
+    values = frame[column]
+    if column in ("split_percent", "seed"):
+      values = pd.to_numeric(values, errors="coerce").astype("Int64")
+    frame[column] = values.astype("string").fillna("")
+  for column in NUMERIC + ("teacher_f1",):
+    frame[column] = pd.to_numeric(frame[column], errors="coerce")
+  return frame
+
+
+def filter_frame(frame: pd.DataFrame, selections: dict | None = None,
+                 ranges: dict | None = None) -> pd.DataFrame:
+  """Rows whose categorical values are among the selected ones (an empty selection keeps all)
+  and whose numeric values lie in the ranges (rows without a value are kept)."""
+  keep = pd.Series(True, index=frame.index)
+  for column, chosen in (selections or {}).items():
+    if chosen:
+      keep &= frame[column].isin([str(c) for c in chosen])
+  for column, bounds in (ranges or {}).items():
+    if bounds is None:
+      continue
+    low, high = bounds
+    values = frame[column]
+    keep &= values.isna() | values.between(low, high)
+  return frame[keep]
+
+
+def numeric_bounds(frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
+  """(min, max) of each numeric filter column that has values."""
+  bounds = {}
+  for column in NUMERIC:
+    values = frame[column].dropna()
+    if len(values):
+      bounds[column] = (float(np.floor(values.min() * 100) / 100), float(np.ceil(values.max() * 100) / 100))
+  return bounds
+
+
+def component_id(prefix: str, column: str) -> str:
+  """A Dash-safe element id for a column's control (Dash ids cannot hold '.')."""
+  return f"{prefix}-{column.replace('.', '_')}"
+
+
+def split_order(values) -> list[str]:
+  return sorted(set(values), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
+
+
+# ---- Figures ------------------------------------------------------------------------------------
+
+
+def comparison_figures(frame: pd.DataFrame, metric: str) -> dict:
+  out = {key: figures.metric_by_split(frame, metric, color, title=f"{metric}: {title}")
+         for key, title, color, _ in COMPARISONS}
+  out["teacher"] = figures.teacher_vs_students(frame, metric)
+  return out
+
+
+def run_figures(frame: pd.DataFrame, metric: str, selected: Sequence[str] = ()) -> dict:
+  """PR curves and training curves of the selected runs (default: the best five by metric)."""
+  rows = frame[frame["run_id"].isin(selected)] if selected else frame.sort_values(
+      metric, ascending=False, na_position="last")
+  rows = rows[rows["checkpoint"].fillna("") != ""]
+  return {"pr": figures.precision_recall(figures.load_run_files(rows, "predictions.parquet", 5)),
+          "curves": figures.training_curves(figures.load_run_files(rows, "history.csv", 5),
+                                            "label_loss")}
+
+
+# ---- The Dash app -----------------------------------------------------------------------------
+
+
+def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "simclr_distill results"):
+  """The dashboard as a `dash.Dash` app (call `.run(host=..., port=...)`)."""
+  import dash
+  from dash import Input, Output, State, dash_table, dcc, html
+
+  app = dash.Dash(__name__, title=title)
+  bounds = numeric_bounds(frame)
+  metrics = [m for m in figures.METRICS if m in frame and frame[m].notna().any()] or ["f1"]
+  published_rows = frame[frame["source"] == published.SOURCE]
+  reproduced_rows = frame[frame["source"] != published.SOURCE]
+
+  def dropdown(column):
+    values = split_order(frame[column].unique()) if column in ("split_percent", "seed") else sorted(frame[column].unique())
+    return html.Div([html.Label(column, htmlFor=component_id("filter", column)),
+                     dcc.Dropdown(id=component_id("filter", column), options=[{"label": v or "(none)", "value": v} for v in values],
+                                  multi=True, placeholder="all")],
+                    className="filter", style={"marginBottom": "6px"})
+
+  def slider(column):
+    low, high = bounds[column]
+    step = 1 if column in ("epochs_run", "wall_seconds") else 0.01
+    return html.Div([html.Label(column), dcc.RangeSlider(
+        id=component_id("range", column), min=low, max=high, step=step if high > low else None, value=[low, high],
+        marks=None, tooltip={"placement": "bottom", "always_visible": False})],
+        style={"marginBottom": "6px"})
+
+  categorical = [c for c in CATEGORICAL if frame[c].nunique() > 0]
+  numeric = [c for c in NUMERIC if c in bounds]
+  graphs = [dcc.Graph(id=f"fig-{key}", style={"minWidth": 0}) for key in (*[c[0] for c in COMPARISONS], "teacher", "pr", "curves")]
+  comparison_block = []
+  if len(published_rows) and len(reproduced_rows):
+    comparison_block = [html.H3("Published vs reproduced"), dcc.Graph(id="fig-published"),
+                        dash_table.DataTable(id="published-table", page_size=10, sort_action="native",
+                                             style_table={"overflowX": "auto"})]
+  app.layout = html.Div([
+      html.H2(title),
+      html.Div([html.Div(m, className="message", style={"color": "#a15c00"}) for m in messages],
+               id="messages"),
+      html.Div([
+          html.Div([html.Label("metric"), dcc.Dropdown(id="metric", options=metrics, value=metrics[0],
+                                                         clearable=False),
+                    html.Hr(), *[dropdown(c) for c in categorical], html.Hr(),
+                    *[slider(c) for c in numeric]],
+                   style={"width": "22%", "minWidth": "220px", "padding": "8px", "overflowY": "auto",
+                          "maxHeight": "95vh"}),
+          html.Div([
+              html.Div(id="row-count", style={"fontWeight": "bold"}),
+              html.Button("Download filtered rows (CSV)", id="download-button"),
+              dcc.Download(id="download"),
+              html.Div(graphs, style={"display": "grid",
+                                     "gridTemplateColumns": "repeat(auto-fit, minmax(460px, 1fr))"}),
+              *comparison_block,
+              html.H3("Runs"),
+              dash_table.DataTable(
+                  id="table", columns=[{"name": c, "id": c} for c in TABLE_COLUMNS],
+                  page_size=20, sort_action="native", filter_action="native",
+                  row_selectable="multi", style_table={"overflowX": "auto"},
+                  style_cell={"fontSize": 12, "maxWidth": 220, "overflow": "hidden",
+                              "textOverflow": "ellipsis"}),
+          ], style={"flex": 1, "padding": "8px", "minWidth": 0}),
+      ], style={"display": "flex"}),
+  ], style={"fontFamily": "sans-serif"})
+
+  filter_inputs = [Input(component_id("filter", c), "value") for c in categorical]
+  range_inputs = [Input(component_id("range", c), "value") for c in numeric]
+
+  def filtered(args):
+    selections = dict(zip(categorical, args[:len(categorical)]))
+    ranges = dict(zip(numeric, args[len(categorical):]))
+    # A range at its full extent does not filter (rows without that value stay).
+    ranges = {c: r for c, r in ranges.items() if r and tuple(r) != bounds[c]}
+    return filter_frame(frame, selections, ranges)
+
+  outputs = [Output("table", "data"), Output("row-count", "children")] + [
+      Output(f"fig-{key}", "figure") for key in (*[c[0] for c in COMPARISONS], "teacher")]
+
+  @app.callback(*outputs, Input("metric", "value"), *filter_inputs, *range_inputs)
+  def update(metric, *args):
+    rows = filtered(args)
+    figs = comparison_figures(rows, metric)
+    table = rows[list(TABLE_COLUMNS)].copy()
+    table["id"] = table["run_id"]
+    data = json.loads(table.to_json(orient="records", double_precision=4))
+    return (data, f"{len(rows)} of {len(frame)} runs", *[figs[c[0]] for c in COMPARISONS],
+            figs["teacher"])
+
+  @app.callback(Output("fig-pr", "figure"), Output("fig-curves", "figure"), Input("metric", "value"),
+                Input("table", "selected_row_ids"), *filter_inputs, *range_inputs)
+  def update_runs(metric, selected, *args):
+    figs = run_figures(filtered(args), metric, selected or ())
+    return figs["pr"], figs["curves"]
+
+  if comparison_block:
+    @app.callback(Output("fig-published", "figure"), Output("published-table", "data"),
+                  Output("published-table", "columns"), Input("metric", "value"), *filter_inputs,
+                  *range_inputs)
+    def update_published(metric, *args):
+      rows = filtered(args)
+      table = published.compare(rows[rows["source"] == published.SOURCE],
+                                rows[rows["source"] != published.SOURCE], metric)
+      shown = table.round(4)
+      return (figures.published_vs_reproduced(table, metric), shown.to_dict("records"),
+              [{"name": c, "id": c} for c in shown.columns])
+
+  @app.callback(Output("download", "data"), Input("download-button", "n_clicks"), *[
+      State(component_id("filter", c), "value") for c in categorical], *[State(component_id("range", c), "value") for c in numeric],
+      prevent_initial_call=True)
+  def download(n_clicks, *args):
+    return dcc.send_data_frame(filtered(args).to_csv, "results_filtered.csv", index=False)
+
+  return app
+
+
+# ---- The static report --------------------------------------------------------------------------
+
+
+_REPORT_JS = pathlib.Path(__file__).with_name("report.js")
+
+
+def export_report(frame: pd.DataFrame, path: str | pathlib.Path, messages: Sequence[str] = (),
+                  title: str = "simclr_distill results") -> pathlib.Path:
+  """Writes one self-contained HTML file: filters, figures and table computed in the browser.
+
+  The rows (filter and table columns only) and plotly.js are inlined, so the file opens from
+  disk with no server or network.
+  """
+  import plotly.offline
+
+  from simclr_distill import fileio
+
+  columns = list(dict.fromkeys([*CATEGORICAL, *TABLE_COLUMNS, *NUMERIC, "status"]))
+  rows = json.loads(frame[columns].to_json(orient="records", double_precision=4))
+  runs = {}  # PR curves and training curves of the runs with files (bounded, for size).
+  ranked = frame.sort_values("f1", ascending=False, na_position="last")
+  for run_id, prediction in figures.load_run_files(ranked, "predictions.parquet", 50).items():
+    if "student_prob" in prediction:
+      precision, recall = figures.pr_curve(prediction["label"].to_numpy(), prediction["student_prob"].to_numpy())
+      runs.setdefault(run_id, {})["pr"] = [np.round(recall, 4).tolist(), np.round(precision, 4).tolist()]
+  for run_id, history in figures.load_run_files(ranked, "history.csv", 50).items():
+    curve = {c: pd.to_numeric(history[c], errors="coerce").round(4).tolist()
+             for c in ("label_loss", "val_label_loss") if c in history}
+    runs.setdefault(run_id, {})["curves"] = curve
+  payload = {"rows": rows, "categorical": [c for c in CATEGORICAL if frame[c].nunique() > 0],
+             "numeric": [c for c in NUMERIC if frame[c].notna().any()], "table": list(TABLE_COLUMNS),
+             "comparisons": [[key, label, color] for key, label, color, _ in COMPARISONS],
+             "metrics": [m for m in figures.METRICS if m in frame and frame[m].notna().any()] or ["f1"],
+             "runs": runs, "messages": list(messages), "title": title}
+  data = json.dumps(payload).replace("</", "<\\/")
+  html = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 0; }} #side {{ width: 260px; padding: 8px; overflow-y: auto; max-height: 100vh; }}
+#main {{ flex: 1; padding: 8px; min-width: 0; }} .wrap {{ display: flex; }} select {{ width: 100%; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); }} .grid > div {{ min-width: 0; }} table {{ border-collapse: collapse; font-size: 12px; }}
+td, th {{ border: 1px solid #ddd; padding: 2px 4px; }} th {{ cursor: pointer; background: #f4f4f4; }}
+.message {{ color: #a15c00; }} label {{ display: block; margin-top: 6px; font-size: 13px; }}
+</style>
+<script>{plotly.offline.get_plotlyjs()}</script>
+</head><body>
+<div class="wrap"><div id="side"></div><div id="main"><h2 id="title"></h2><div id="messages"></div>
+<div id="row-count" style="font-weight:bold"></div><div class="grid" id="figures"></div>
+<div id="comparison"></div><h3>Runs</h3><div id="table"></div></div></div>
+<script id="report-data" type="application/json">{data}</script>
+<script>{_REPORT_JS.read_text()}</script>
+</body></html>
+"""
+  fileio.write_text(path, html)
+  return pathlib.Path(path)

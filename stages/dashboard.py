@@ -1,0 +1,56 @@
+"""The results dashboard (Dash, on 127.0.0.1) or its static HTML export.
+
+  python -m stages.dashboard --workdirs=results/study_demo           # http://127.0.0.1:8050
+  python -m stages.dashboard --workdirs=W1,W2 --published=../shared/reference/simclr_s2/results
+  python -m stages.dashboard --workdirs=results/study_demo --export=report.html
+
+Sources are workdirs or results tables (.parquet/.csv) and, with --published, the study's own
+CSVs (distill_results.csv, finetune_results.csv, supervised_results.csv), shown beside the
+reproduction. Filters cover every categorical column and the metrics' ranges; the figures, the
+table and the CSV download follow them. --export writes one self-contained HTML file (filters
+work without a server) and exits.
+"""
+
+from absl import app, flags
+
+flags.DEFINE_list("workdirs", ["results/study_demo"], "Workdirs or results tables (.parquet/.csv).")
+flags.DEFINE_list("published", [], "The study's result CSVs, or a directory holding them.")
+flags.DEFINE_string("host", "127.0.0.1", "Address to serve on (127.0.0.1: this machine only).")
+flags.DEFINE_integer("port", 8050, "Port to serve on.")
+flags.DEFINE_string("export", None, "Write a self-contained HTML report to this path and exit.")
+flags.DEFINE_string("title", "simclr_distill results", "Page title.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  from stages import common
+
+  common.setup_logging()
+
+  def go():
+    from simclr_distill import dashboard
+
+    frame, messages = dashboard.load_sources(FLAGS.workdirs, FLAGS.published)
+    for message in messages:
+      print(f"note: {message}")
+    if FLAGS.export:
+      path = dashboard.export_report(frame, FLAGS.export, messages, title=FLAGS.title)
+      print(f"report: {path} ({len(frame)} rows)")
+      return
+    if not 0 < FLAGS.port < 65536:
+      raise ValueError(f"--port={FLAGS.port} is not a TCP port (1-65535)")
+    print(f"dashboard: http://{FLAGS.host}:{FLAGS.port} ({len(frame)} rows); Ctrl-C stops it",
+          flush=True)
+    dashboard.make_app(frame, messages, title=FLAGS.title).run(host=FLAGS.host, port=FLAGS.port,
+                                                               debug=False)
+
+  common.run_or_explain(go)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,231 @@
+"""The results dashboard: sources, filters, figures, the live app in headless Chromium, the
+static report, and the published study beside a reproduction."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simclr_distill import dashboard, figures, published, results
+from tests import browser
+from tests.conftest import ARTIFACTS, REPO, SHARED_REFERENCE
+from tests.test_stages import ENV
+
+
+def published_dir():
+  return SHARED_REFERENCE / "results" if SHARED_REFERENCE.is_dir() else None
+
+
+# ---- Published tables ---------------------------------------------------------------------------
+
+
+def test_the_studys_three_tables_load_into_the_schema(reference_dir):
+  frame = published.load_published([reference_dir / "results"])
+  assert frame.groupby("stage").size().to_dict() == {"distill": 180, "finetune": 36, "baseline": 120}
+  assert list(frame.columns) == [*results.COLUMNS, "source"] and (frame["source"] == "published").all()
+  assert set(frame["labeling"]) == {"basic", "expanded"}
+  distill = frame[frame["stage"] == "distill"]
+  assert set(distill["model"]) == {"BEN", "CA_adam", "CA_sgd"}
+  assert (distill["protocol"] == "original").all()
+  assert set(distill[distill["model"] == "CA_sgd"]["encoder_optimizer"]) == {"sgd"}
+  baseline = frame[frame["stage"] == "baseline"]
+  assert baseline.groupby(["init", "labeling"]).size().to_dict() == {
+      ("imagenet", "basic"): 30, ("imagenet", "expanded"): 30, ("scratch", "basic"): 30,
+      ("scratch", "expanded"): 30}
+  # The study's headline: mean F1 of the 15 basic-label students at 1% and 100%.
+  basic = distill[distill["labeling"] == "basic"].groupby("split_percent")["f1"].mean()
+  assert basic[1] == pytest.approx(0.773, abs=5e-4) and basic[100] == pytest.approx(0.846, abs=5e-4)
+
+
+def test_compare_puts_published_and_reproduced_side_by_side(reference_dir, tmp_path):
+  pub = published.load_published([reference_dir / "results" / "distill_results.csv"])
+  mine = pub[(pub["model"] == "BEN") & (pub["split_percent"] == 10)].copy()
+  mine = pd.concat([mine.assign(f1=mine["f1"] + 0.01, seed=0), mine.assign(f1=mine["f1"] + 0.03, seed=1)])
+  mine["source"] = "mine"
+  table = published.compare(pub, mine)
+  both = table.dropna(subset=["reproduced_mean"])
+  assert len(both) == 10  # 5 archs x 2 schemes
+  np.testing.assert_allclose(both["difference"], 0.02, atol=1e-9)
+  assert (both["reproduced_count"] == 2).all() and len(table) == 180
+  bad = tmp_path / "distill_results.csv"
+  bad.write_text("model,accuracy\nBEN,0.5\n")
+  with pytest.raises(ValueError, match="not one of the study's result tables.*split_percent"):
+    published.read_published(bad)
+
+
+# ---- Figures ------------------------------------------------------------------------------------
+
+
+def synthetic(rows=200, seed=0):
+  rng = np.random.default_rng(seed)
+  frame = pd.DataFrame({
+      "run_id": [f"r{i}" for i in range(rows)], "stage": rng.choice(["distill", "baseline"], rows),
+      "arch": rng.choice(["mlp", "cnn"], rows), "split_percent": rng.choice([3, 10, 100], rows),
+      "student_optimizer": rng.choice(["adam", "sgd"], rows), "labeling": "basic",
+      "f1": rng.uniform(0.5, 1.0, rows), "status": "ok", "seed": rng.integers(0, 3, rows),
+      "teacher_id": "", "source": "here"})
+  return dashboard.normalise(frame)
+
+
+def test_metric_by_split_plots_group_means_and_spreads_in_split_order():
+  frame = synthetic()
+  fig = figures.metric_by_split(frame, "f1", "arch")
+  expected = frame.assign(split=frame["split_percent"].astype(int)).groupby(["arch", "split"])["f1"]
+  for trace in fig.data:
+    arch = trace.name
+    assert list(trace.x) == ["3%", "10%", "100%"]
+    np.testing.assert_allclose(trace.y, expected.mean()[arch].to_numpy())
+    np.testing.assert_allclose(trace.error_y.array, expected.std()[arch].to_numpy())
+  two = pd.concat([frame, frame.assign(source="published")])
+  assert sorted(t.name for t in figures.metric_by_split(two, "f1", "arch").data) == [
+      "cnn [here]", "cnn [published]", "mlp [here]", "mlp [published]"]
+  empty = figures.metric_by_split(frame.iloc[:0], "f1", "arch")
+  assert not empty.data and "no rows match" in empty.layout.annotations[0].text
+
+
+def test_pr_curve_matches_scikit_learn():
+  from sklearn.metrics import precision_recall_curve
+
+  rng = np.random.default_rng(1)
+  labels = rng.integers(0, 2, 300)
+  scores = np.round(rng.uniform(size=300), 2)  # ties
+  precision, recall = figures.pr_curve(labels, scores)
+  p, r, _ = precision_recall_curve(labels, scores)
+  np.testing.assert_allclose(precision[1:], p[::-1][1:])
+  np.testing.assert_allclose(recall[1:], r[::-1][1:])
+
+
+def test_teacher_vs_students_reads_the_teachers_own_rows():
+  frame = dashboard.normalise(pd.DataFrame({
+      "run_id": ["t", "s1", "s2"], "stage": ["finetune", "distill", "distill"],
+      "teacher_id": ["A-basic-3", "A-basic-3", "A-basic-3"], "arch": ["cnn", "mlp", "cnn"],
+      "f1": [0.8, 0.7, 0.9], "auc": [0.85, 0.75, 0.95], "status": "ok", "split_percent": 3}))
+  fig = figures.teacher_vs_students(frame, "auc")
+  points = {t.name: (list(t.x), list(t.y)) for t in fig.data if t.mode == "markers"}
+  assert points == {"cnn": ([0.85], [0.95]), "mlp": ([0.85], [0.75])}
+
+
+# ---- Sources ------------------------------------------------------------------------------------
+
+
+def test_odd_sources_become_messages_not_tracebacks(tmp_path):
+  old = tmp_path / "old.csv"
+  pd.DataFrame({"stage": ["distill"], "arch": ["mlp"], "split_percent": [3], "f1": [0.5]}).to_csv(old, index=False)
+  newer = tmp_path / "newer"
+  (newer / "runs" / "x").mkdir(parents=True)
+  (newer / "runs" / "x" / "result.json").write_text(json.dumps({"run_id": "x", "schema_version": 99}))
+  frame, messages = dashboard.load_sources([old, newer, tmp_path / "missing"])
+  assert len(frame) == 1 and frame["f1"].iloc[0] == 0.5
+  assert any("old" in m and "without column(s)" in m for m in messages)
+  assert any("newer" in m and "upgrade simclr_distill" in m for m in messages)
+  assert any("missing" in m and "is not a workdir" in m for m in messages)
+  empty, messages = dashboard.load_sources([])
+  assert empty.empty and any("no results rows" in m for m in messages)
+  dashboard.make_app(empty, messages)  # An empty table still makes a page.
+  dashboard.export_report(empty, tmp_path / "empty.html", messages)
+
+
+def test_filters_select_values_and_ranges():
+  frame = synthetic()
+  out = dashboard.filter_frame(frame, {"arch": ["mlp"], "split_percent": [3, 10]}, {"f1": (0.6, 0.9)})
+  expected = frame[(frame["arch"] == "mlp") & frame["split_percent"].isin(["3", "10"])
+                   & frame["f1"].between(0.6, 0.9)]
+  assert out.index.equals(expected.index) and len(out) > 0
+  assert len(dashboard.filter_frame(frame, {"arch": []})) == len(frame)
+
+
+def test_ten_thousand_rows_make_figures_and_a_report(tmp_path):
+  frame = synthetic(10_000)
+  figs = dashboard.comparison_figures(frame, "f1")
+  assert sum(len(t.x) for t in figs["by_arch"].data) == 2 * 3
+  path = dashboard.export_report(frame, tmp_path / "big.html")
+  assert path.stat().st_size < 15e6
+
+
+# ---- In a browser -------------------------------------------------------------------------------
+
+
+def _count(driver):
+  from selenium.webdriver.common.by import By
+
+  found = driver.find_elements(By.ID, "row-count")
+  return found[0].text if found else ""
+
+
+def _trace_names(driver, figure):
+  return driver.execute_script(
+      f"const g = document.querySelector('#fig-{figure} .js-plotly-plot') || "
+      f"document.getElementById('fig-{figure}'); return g && g.data ? g.data.map(t => t.name) : null;")
+
+
+def test_dashboard_filters_change_the_table_and_figures_in_chromium(smoke_study, tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.common.keys import Keys
+
+  workdir, _ = smoke_study
+  pub = published_dir()
+  args = [f"--workdirs={workdir}"] + ([f"--published={pub}"] if pub else [])
+  total = len(pd.read_parquet(workdir / results.TABLE_PARQUET)) + (336 if pub else 0)
+  with browser.serving(args, ENV, REPO) as url, browser.chromium(download_dir=tmp_path) as driver:
+    driver.get(url)
+    browser.wait_for(lambda: _count(driver) == f"{total} of {total} runs", 60, "the first render")
+    before = _trace_names(driver, "by_stage")
+    source = workdir.name
+    assert f"finetune [{source}]" in before and f"baseline [{source}]" in before
+    if pub:  # The published study beside the smoke reproduction.
+      assert "distill [published]" in before and f"distill [{source}]" in before
+    driver.find_element(By.ID, "filter-stage").click()
+    option = browser.wait_for(lambda: [o for o in driver.find_elements(By.CSS_SELECTOR, "[role=option]")
+                                       if o.text.strip() == "distill"], 10, "the stage options")[0]
+    option.click()
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    distilled = 4 + (180 if pub else 0)
+    browser.wait_for(lambda: _count(driver) == f"{distilled} of {total} runs", 30, "the filtered count")
+    browser.wait_for(lambda: all(n.startswith("distill") for n in _trace_names(driver, "by_stage")),
+                     30, "the figure to follow the filter")
+    stage_cells = driver.execute_script(
+        "return [...document.querySelectorAll('#table td[data-dash-column=stage]')].map(td => td.innerText.trim())")
+    assert stage_cells and set(stage_cells) == {"distill"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+    driver.find_element(By.ID, "download-button").click()
+    csv = browser.wait_for(lambda: list(tmp_path.glob("results_filtered*.csv")), 30, "the download")[0]
+    browser.wait_for(lambda: len(pd.read_csv(csv)) == distilled, 10, "the whole CSV")
+    assert set(pd.read_csv(csv)["stage"]) == {"distill"}
+  assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def test_exported_report_works_from_disk_without_console_errors(smoke_study, tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import Select
+
+  from tests.test_stages import stage
+
+  workdir, _ = smoke_study
+  pub = published_dir()
+  report = ARTIFACTS / "report.html"
+  ARTIFACTS.mkdir(exist_ok=True)
+  proc = stage("stages.dashboard", f"--workdirs={workdir}", f"--export={report}",
+               *([f"--published={pub}"] if pub else []))
+  assert f"report: {report}" in proc.stdout
+  total = len(pd.read_parquet(workdir / results.TABLE_PARQUET)) + (336 if pub else 0)
+  with browser.chromium() as driver:
+    driver.get(report.as_uri())
+    browser.wait_for(lambda: _count(driver) == f"{total} of {total} runs", 30, "the report to render")
+    Select(driver.find_element(By.ID, "filter-stage")).select_by_value("baseline")
+    baselines = 2 + (120 if pub else 0)
+    browser.wait_for(lambda: _count(driver) == f"{baselines} of {total} runs", 10, "the filter")
+    assert all(n.startswith("baseline") for n in _trace_names(driver, "by_stage"))
+    cells = driver.execute_script("return [...document.querySelectorAll('#runs tbody tr')].map(tr => tr.cells[1].innerText)")
+    assert set(cells) == {"baseline"}
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == []
+    driver.save_screenshot(str(ARTIFACTS / "report.png"))
+
+
+def test_dashboard_stage_refuses_a_bad_port():
+  from tests.test_stages import stage
+
+  proc = stage("stages.dashboard", "--workdirs=nowhere", "--port=70000", check=False)
+  assert proc.returncode == 2 and "--port=70000 is not a TCP port" in proc.stderr
