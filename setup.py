@@ -20,7 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["simclr_distill", "simclr_distill.*", "stages"]),
-    package_data={"simclr_distill": ["report.js"]},
+    package_data={"simclr_distill.dashboard": ["report.js"]},
     install_requires=[
         "tensorflow>=2.20,<2.22",  # Keras 3 era; tested with 2.21
         "keras>=3.12",  # keras.distillation (the reference Distiller) appeared in 3.12

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simclr_distill import dashboard, figures, published, results
+from simclr_distill import dashboard, results
+from simclr_distill.dashboard import figures, published
 from tests import browser
 from tests.conftest import ARTIFACTS, REPO, SHARED_REFERENCE
 from tests.test_stages import ENV

@@ -1,5 +1,5 @@
 // The static report's filters, figures and table (simclr_distill.dashboard.export_report).
-// Mirrors simclr_distill/figures.py: a point is the mean of its group's runs, its error bar
+// Mirrors simclr_distill/dashboard/figures.py: a point is the mean of its group's runs, its error bar
 // their standard deviation.
 (function () {
   "use strict";

@@ -17,7 +17,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from simclr_distill import figures, published, results
+from simclr_distill import results
+from simclr_distill.dashboard import figures, published
 
 log = logging.getLogger(__name__)
 
