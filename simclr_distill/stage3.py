@@ -155,6 +155,23 @@ def run_labelling(config: DistillConfig, *, safe_mode: bool = True) -> pathlib.P
   return ctx.labels_dir
 
 
+def train_runs(runs, ctx: RunContext, what: str, after=None) -> None:
+  """Trains the unfinished runs of `runs` in order, rebuilding the results table after each,
+  with one progress line per run (and an ETA). `after(run, row)` runs after each new row."""
+  todo = [r for r in runs if not results.is_done(ctx.workdir, r.run_id)]
+  log.info("%s: %d runs in this shard, %d already finished, %d to train", what, len(runs),
+           len(runs) - len(todo), len(todo))
+  start = time.perf_counter()
+  for i, run in enumerate(todo, start=1):
+    row = execute_run(run, ctx)
+    results.consolidate(ctx.workdir)
+    if after:
+      after(run, row)
+    log.info("[%s %d/%d] %s: %s f1=%.3f in %.1f s; ETA %.0f s", what, i, len(todo), run.run_id,
+             row["status"], row.get("f1", float("nan")), row["wall_seconds"],
+             (time.perf_counter() - start) / i * (len(todo) - i))
+
+
 def run_distillation(config: DistillConfig, *, safe_mode: bool = True) -> pd.DataFrame:
   """Runs stage 3 for `config` and returns the results table of its workdir.
 
@@ -182,15 +199,5 @@ def run_distillation(config: DistillConfig, *, safe_mode: bool = True) -> pd.Dat
     label_all(config, ctx, needed)
   else:
     check_teachers(config, ctx, needed)
-  todo = [r for r in runs if not results.is_done(workdir, r.run_id)]
-  log.info("matrix: %d runs in this shard, %d already finished, %d to train",
-           len(runs), len(runs) - len(todo), len(todo))
-  start = time.perf_counter()
-  for i, run in enumerate(todo, start=1):
-    row = execute_run(run, ctx)
-    results.consolidate(workdir)
-    elapsed = time.perf_counter() - start
-    log.info("[run %d/%d] %s: %s f1=%.3f in %.1f s; ETA %.0f s", i, len(todo), run.run_id,
-             row["status"], row.get("f1", float("nan")), row["wall_seconds"],
-             elapsed / i * (len(todo) - i))
+  train_runs(runs, ctx, "distill")
   return results.consolidate(workdir)

@@ -20,14 +20,13 @@ import dataclasses
 import logging
 import pathlib
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import pandas as pd
 
 from simclr_distill import config as config_lib, finetune, matrix, models, pretrain, results
 from simclr_distill import stage3
 from simclr_distill.data import records
-from simclr_distill.distill import execute_run
 
 log = logging.getLogger(__name__)
 
@@ -249,22 +248,6 @@ def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
   return encoders
 
 
-def _run_all(runs: Sequence[matrix.RunSpec], ctx, what: str,
-             after: Callable[[matrix.RunSpec, dict], None] | None = None) -> None:
-  todo = [r for r in runs if not results.is_done(ctx.workdir, r.run_id)]
-  log.info("%s: %d runs, %d already finished, %d to train", what, len(runs),
-           len(runs) - len(todo), len(todo))
-  start = time.perf_counter()
-  for i, run in enumerate(todo, start=1):
-    row = execute_run(run, ctx)
-    results.consolidate(ctx.workdir)
-    if after:
-      after(run, row)
-    log.info("[%s %d/%d] %s: %s f1=%.3f in %.1f s; ETA %.0f s", what, i, len(todo), run.run_id,
-             row["status"], row.get("f1", float("nan")), row["wall_seconds"],
-             (time.perf_counter() - start) / i * (len(todo) - i))
-
-
 def finetune_teachers(cfg: StudyConfig, encoders: Sequence[finetune.Encoder], *,
                       zoo_dir: str | pathlib.Path | None = None, safe_mode: bool = True) -> pathlib.Path:
   """Stage 2: fine-tunes every encoder on every split (this shard's share) into the zoo.
@@ -286,7 +269,7 @@ def finetune_teachers(cfg: StudyConfig, encoders: Sequence[finetune.Encoder], *,
     if row["status"] == "ok":
       finetune.publish_teacher(zoo, run, row, pathlib.Path(row["checkpoint"]), by_name[run.encoder])
 
-  _run_all(runs, ctx, "finetune", after=publish)
+  stage3.train_runs(runs, ctx, "finetune", after=publish)
   listed = {e.provenance.get("source_run") for e in _read_zoo_if_any(zoo)}
   for run in runs:  # Finished before a kill but not yet listed: list them now.
     if run.run_id not in listed and results.is_done(ctx.workdir, run.run_id):
@@ -319,7 +302,7 @@ def run_baselines(config: config_lib.DistillConfig, *, safe_mode: bool = True) -
       models.imagenet_weights_path(arch, config.student.imagenet_dir)
   runs = matrix.select(matrix.build_matrix(config, [], ctx.data.fingerprint()), only=config.only,
                        shard_index=config.shard_index, num_shards=config.num_shards)
-  _run_all(runs, ctx, "baseline")
+  stage3.train_runs(runs, ctx, "baseline")
   return results.consolidate(workdir)
 
 

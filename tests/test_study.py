@@ -112,8 +112,8 @@ def test_rerunning_the_study_trains_nothing(smoke_study):
   workdir, _ = smoke_study
   before = {p: p.stat().st_mtime_ns for p in workdir.glob("runs/*/student.keras")}
   proc = stage("stages.study", "--preset=smoke", f"--workdir={workdir}")
-  assert "finetune: 4 runs, 4 already finished, 0 to train" in proc.stderr
-  assert "baseline: 2 runs, 2 already finished, 0 to train" in proc.stderr
+  assert "finetune: 4 runs in this shard, 4 already finished, 0 to train" in proc.stderr
+  assert "baseline: 2 runs in this shard, 2 already finished, 0 to train" in proc.stderr
   assert {p: p.stat().st_mtime_ns for p in workdir.glob("runs/*/student.keras")} == before
   # The single stages find the same work done.
   proc = stage("stages.finetune", "--preset=smoke", f"--workdir={workdir}")
