@@ -255,6 +255,12 @@ def publish_teacher(zoo_dir: str | pathlib.Path, run, row: dict, checkpoint: pat
           "freeze": run.freeze, "seed": str(run.seed), "best_epoch": str(row.get("best_epoch", "")),
           "test_f1": f"{row.get('f1', float('nan')):.4f}", "code_version": row.get("code_version", ""),
           "created_at": row.get("finished_at", "")})
+  previous = {e.teacher_id: e for e in teachers_lib.read_zoo(zoo_dir)} if (
+      zoo_dir / teachers_lib.MANIFEST).is_file() else {}
+  if tid in previous and previous[tid].provenance.get("source_run", run.run_id) != run.run_id:
+    log.warning("zoo %s: teacher %s (from run %s) is replaced by run %s; use another --zoo_dir "
+                "to keep teachers of other settings", zoo_dir, tid,
+                previous[tid].provenance.get("source_run"), run.run_id)
   teachers_lib.add_to_zoo(zoo_dir, [entry])
   return entry
 

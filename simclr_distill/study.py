@@ -26,6 +26,7 @@ import pandas as pd
 
 from simclr_distill import config as config_lib, finetune, matrix, models, pretrain, results
 from simclr_distill import stage3
+from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import records
 
 log = logging.getLogger(__name__)
@@ -249,8 +250,12 @@ def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
 
 
 def finetune_teachers(cfg: StudyConfig, encoders: Sequence[finetune.Encoder], *,
-                      zoo_dir: str | pathlib.Path | None = None, safe_mode: bool = True) -> pathlib.Path:
+                      zoo_dir: str | pathlib.Path | None = None, safe_mode: bool = True,
+                      only: str | None = None) -> pathlib.Path:
   """Stage 2: fine-tunes every encoder on every split (this shard's share) into the zoo.
+
+  Args:
+    only: a run filter (default: `cfg.distill.only`).
 
   Returns the zoo directory. Finished runs are (re)published, so an interrupted stage never
   leaves a trained teacher out of the manifest.
@@ -261,8 +266,8 @@ def finetune_teachers(cfg: StudyConfig, encoders: Sequence[finetune.Encoder], *,
                             encoders={e.name: e for e in encoders})
   runs = matrix.select(matrix.finetune_matrix(cfg.distill, cfg.finetune, encoders,
                                               ctx.data.fingerprint()),
-                       only=cfg.distill.only, shard_index=cfg.distill.shard_index,
-                       num_shards=cfg.distill.num_shards)
+                       only=cfg.distill.only if only is None else only,
+                       shard_index=cfg.distill.shard_index, num_shards=cfg.distill.num_shards)
   by_name = {e.name: e for e in encoders}
 
   def publish(run, row):
@@ -270,18 +275,13 @@ def finetune_teachers(cfg: StudyConfig, encoders: Sequence[finetune.Encoder], *,
       finetune.publish_teacher(zoo, run, row, pathlib.Path(row["checkpoint"]), by_name[run.encoder])
 
   stage3.train_runs(runs, ctx, "finetune", after=publish)
-  listed = {e.provenance.get("source_run") for e in _read_zoo_if_any(zoo)}
+  listed = {e.provenance.get("source_run") for e in teachers_lib.read_zoo(zoo)} if (
+      zoo / teachers_lib.MANIFEST).is_file() else set()
   for run in runs:  # Finished before a kill but not yet listed: list them now.
     if run.run_id not in listed and results.is_done(ctx.workdir, run.run_id):
       row = results.read_row(ctx.workdir, run.run_id)
       publish(run, row)
   return zoo
-
-
-def _read_zoo_if_any(zoo: pathlib.Path):
-  from simclr_distill import teachers
-
-  return teachers.read_zoo(zoo) if (zoo / teachers.MANIFEST).is_file() else []
 
 
 def run_baselines(config: config_lib.DistillConfig, *, safe_mode: bool = True) -> pd.DataFrame:
@@ -327,7 +327,9 @@ def run_study(cfg: StudyConfig, *, safe_mode: bool = True) -> pd.DataFrame:
     log.info("stage 1: pretraining %s", ", ".join(e.name for e in cfg.selected_encoders()))
     encoders = pretrain_encoders(cfg, data, build_strategy(cfg.distill.strategy, cfg.distill.tpu))
     log.info("stage 2: fine-tuning %d encoder(s) into %s", len(encoders), cfg.workdir / ZOO)
-    zoo = finetune_teachers(cfg, encoders, safe_mode=safe_mode)
+    # --only filters the student and baseline matrices; the teachers are chosen by --encoders,
+    # --schemes, --split_percents and --finetune_seeds (an arch filter would drop them all).
+    zoo = finetune_teachers(cfg, encoders, safe_mode=safe_mode, only="")
     distill_cfg = dataclasses.replace(
         distill_cfg, teacher=dataclasses.replace(distill_cfg.teacher, zoo_dir=str(zoo)))
   log.info("stage 3: labelling and distillation")

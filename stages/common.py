@@ -75,7 +75,7 @@ def define_flags(groups=GROUPS, presets=None) -> None:
   flags.DEFINE_enum("preset", "demo", sorted(presets or config_lib.PRESETS),
                     "Starting configuration: demo (digits, CPU, ~minutes), smoke (<2 min), "
                     "paper (the study on BigEarthNet-S2 records). Flags override it.")
-  flags.DEFINE_string("workdir", None, "Output directory (default: the preset's, e.g. results/demo).")
+  flags.DEFINE_string("workdir", None, "Output directory (default: the preset's, e.g. results/study_demo).")
   if "data" in groups:
     flags.DEFINE_string("data_dir", None, "Prepared data (stages.prepare output). Omit for the "
                         "embedded digits demo.")

@@ -1,6 +1,6 @@
 """Stage 1: SimCLR pretraining of an encoder (NT-Xent over the global batch).
 
-  python -m stages.pretrain --preset=demo --workdir=results/demo       # digits, CPU
+  python -m stages.pretrain --preset=demo --workdir=results/study_demo  # digits, CPU
   python -m stages.pretrain --preset=paper --data_dir=data/bigearthnet --workdir=W --name=BEN
 
 Writes W/pretrain/<name>/simclr.keras (image -> 128-d projection; layer "projection_512" is
@@ -14,7 +14,7 @@ from simclr_distill import config as config_lib
 
 flags.DEFINE_enum("preset", "demo", ["demo", "paper", "smoke"], "Starting configuration "
                   "(simclr_distill.pretrain.PRESETS).")
-flags.DEFINE_string("workdir", "results/demo", "Output directory.")
+flags.DEFINE_string("workdir", "results/study_demo", "Output directory (the demo study's).")
 flags.DEFINE_string("data_dir", None, "Prepared data (stages.prepare); omit for the digits demo.")
 flags.DEFINE_string("name", None, "Encoder name (the zoo's encoder column), e.g. BEN, CA_adam.")
 flags.DEFINE_string("arch", None, "Encoder architecture (see simclr_distill.models).")

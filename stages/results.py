@@ -1,6 +1,6 @@
 """Print, filter and summarise results tables.
 
-  python -m stages.results --workdirs=results/demo
+  python -m stages.results --workdirs=results/study_demo
   python -m stages.results --workdirs=W --filter='stage == "distill" and split_percent <= 10'
   python -m stages.results --workdirs=W --group_by=stage,arch,split_percent --metrics=f1,agreement
 
@@ -11,7 +11,7 @@ import sys
 
 from absl import app, flags
 
-flags.DEFINE_list("workdirs", ["results/demo"], "Workdirs or results table files.")
+flags.DEFINE_list("workdirs", ["results/study_demo"], "Workdirs or results table files (default: what `make demo` writes).")
 flags.DEFINE_string("filter", "", "A pandas query over the columns; backquote `f0.5`.")
 flags.DEFINE_list("group_by", None, "Group columns: print mean/std/count of the metrics.")
 flags.DEFINE_list("metrics", ["f1", "f0.5", "auc", "agreement"], "Metrics to summarise.")

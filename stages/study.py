@@ -8,7 +8,8 @@ distill -> baseline.
                                                 # students, 120 baselines
 
 Rerunning the command skips every finished step and run. --teacher_zoo skips stages 1 and 2
-and distils that zoo instead. To spread one stage over machines, run the stages one by one
+and distils that zoo instead. --only filters the student and baseline runs; the teachers are
+chosen by --encoders, --schemes, --split_percents and --finetune_seeds. To spread one stage over machines, run the stages one by one
 (stages.pretrain, stages.finetune, stages.label, stages.distill, stages.baseline) with
 --num_shards.
 """
