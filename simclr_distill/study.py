@@ -152,7 +152,7 @@ PRESETS: dict[str, StudyConfig] = {
                   EncoderSpec("CA_sgd", "sgd", 0.1, data_dir="data/california")),
         finetune=finetune.FinetuneConfig(),
     ),
-    # The digits study on CPU (about 15 minutes on 2 cores): SimCLR with Adam and with SGD, and
+    # The digits study on CPU (about 17 minutes on 2 cores): SimCLR with Adam and with SGD, and
     # a random-init ablation, each fine-tuned over three seeds on four label splits (36
     # teachers), each teacher distilled into an MLP and a CNN, and the baselines over 3 seeds.
     "demo": StudyConfig(
