@@ -195,7 +195,8 @@ def define_study_flags(*, pretraining: bool = True, preparing: bool = False) -> 
   flags.DEFINE_integer("finetune_batch_size", None, "Stage 2: per-replica batch size.")
   flags.DEFINE_integer("finetune_epochs", None, "Stage 2: maximum epochs (the study: 50).")
   flags.DEFINE_integer("finetune_patience", None, "Stage 2: early-stopping patience (the study: 25).")
-  flags.DEFINE_string("finetune_monitor", None, "Stage 2: early-stopping metric (val_auc).")
+  flags.DEFINE_string("finetune_monitor", None, "Stage 2: early-stopping metric: val_auc (the "
+                      "study) or val_label_loss (the demo; better on small validation lists).")
   flags.DEFINE_float("finetune_dropout", None, "Stage 2: head dropout (the study: 0.5).")
   flags.DEFINE_list("finetune_seeds", None, "Stage 2: one teacher per seed, e.g. 0,1,2.")
   if preparing:
