@@ -24,7 +24,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from simclr_distill import config as config_lib, finetune, matrix, models, pretrain, results
+from simclr_distill import config as config_lib, fileio, finetune, matrix, models, pretrain, results
 from simclr_distill import stage3
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import records
@@ -234,6 +234,10 @@ def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
       checkpoint = pathlib.Path(spec.checkpoint)
       if not checkpoint.exists():
         raise FileNotFoundError(f"encoder {spec.name}: no checkpoint at {checkpoint}")
+      made_here = checkpoint.parent / "config.json"  # Written by stage 1 beside its checkpoint.
+      if made_here.is_file() and "pretrain" in fileio.read_json(made_here):
+        own = fileio.read_json(made_here)["pretrain"]
+        pcfg = dataclasses.replace(pcfg, arch=own["arch"], width=own.get("width"))
     elif not train:
       checkpoint = cfg.workdir / "pretrain" / spec.name / pretrain.CHECKPOINT
       if not checkpoint.is_file():

@@ -2,6 +2,7 @@
 chain prepare -> pretrain -> finetune -> label -> distill -> baseline run as a user runs it."""
 
 import dataclasses
+import json
 import shutil
 
 import keras
@@ -172,3 +173,24 @@ def test_baselines_take_their_own_seeds_in_the_demo():
   assert cfg.distill.train.seeds == (0,) and cfg.baseline_config().train.seeds == (0, 1, 2)
   runs = matrix.build_matrix(dataclasses.replace(cfg.baseline_config(), baseline=True), [], "d")
   assert len(runs) == 2 * 4 * 3  # mlp, cnn x 4 splits x 3 seeds (Adam)
+
+
+def test_an_encoder_given_by_checkpoint_keeps_its_own_architecture(tmp_path):
+  from simclr_distill import pretrain
+  from simclr_distill.data import digits
+
+  data = digits.prepare_digits(tmp_path / "data", num_shards=1, percents=(100,))
+  keras.utils.set_random_seed(0)
+  own = tmp_path / "elsewhere" / "simclr.keras"
+  own.parent.mkdir()
+  pretrain.build_simclr_model("mlp", (8, 8, 1), width=16).save(own)
+  (own.parent / "config.json").write_text(json.dumps({"pretrain": {"arch": "mlp", "width": 16}}))
+  cfg = dataclasses.replace(study.get_preset("smoke"), encoders=(
+      study.EncoderSpec("mine", "sgd", checkpoint=str(own)), study.EncoderSpec("none")))
+  mine, none = study.pretrain_encoders(cfg, data, strategy=None, train=False)
+  assert (mine.name, mine.arch, mine.width, mine.optimizer) == ("mine", "mlp", 16, "sgd")
+  assert mine.checkpoint == str(own) and len(mine.digest) == 16
+  assert (none.name, none.arch, none.checkpoint) == ("none", cfg.pretrain.arch, None)
+  missing = dataclasses.replace(cfg, encoders=(study.EncoderSpec("BEN"),))
+  with pytest.raises(FileNotFoundError, match="encoder BEN is not pretrained"):
+    study.pretrain_encoders(missing, data, strategy=None, train=False)
