@@ -235,8 +235,8 @@ def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
       if not checkpoint.exists():
         raise FileNotFoundError(f"encoder {spec.name}: no checkpoint at {checkpoint}")
       made_here = checkpoint.parent / "config.json"  # Written by stage 1 beside its checkpoint.
-      if made_here.is_file() and "pretrain" in fileio.read_json(made_here):
-        own = fileio.read_json(made_here)["pretrain"]
+      own = fileio.read_json(made_here).get("pretrain") if made_here.is_file() else None
+      if own:
         pcfg = dataclasses.replace(pcfg, arch=own["arch"], width=own.get("width"))
     elif not train:
       checkpoint = cfg.workdir / "pretrain" / spec.name / pretrain.CHECKPOINT
