@@ -28,12 +28,16 @@ STUDY_COLUMNS = ("model", "labeling", "split_percent", "arch", "loss", "tp", "fp
                  "accuracy", "precision", "recall", "auc", "f1", "f0.5")
 COLUMNS = STUDY_COLUMNS + (
     "run_id", "stage", "status", "error", "protocol", "task", "teacher_id", "encoder",
-    "encoder_optimizer", "freeze", "init", "teacher_mode", "pool_balance", "student_optimizer", "learning_rate", "loss_kind",
-    "temperature", "alpha", "epochs_run", "best_epoch", "max_epochs", "batch_size", "replicas",
-    "seed", "macro_f1", "agreement", "teacher_f1", "test_examples", "train_examples",
+    "encoder_optimizer", "freeze", "init", "method", "teacher_mode", "teacher_members",
+    "ensemble_combine", "generation", "root_teacher_id", "augment", "mixup", "pool_balance",
+    "student_optimizer", "learning_rate", "schedule", "loss_kind", "temperature", "alpha",
+    "student_classes", "epochs_run", "best_epoch", "selected_epoch", "select", "monitor",
+    "max_epochs", "batch_size", "replicas", "seed", "macro_f1", "agreement", "teacher_kl",
+    "teacher_f1", "last_f1", "seen_accuracy", "unseen_accuracy", "class_accuracy",
+    "test_examples", "train_examples",
     "wall_seconds", "images_per_second", "checkpoint", "dataset", "preset", "code_version",
     "finished_at", "schema_version")
-GROUP_METRICS = ("f1", "f0.5", "auc", "accuracy", "agreement")
+GROUP_METRICS = ("f1", "f0.5", "auc", "accuracy", "agreement", "teacher_kl")
 
 
 def row_path(workdir: str | pathlib.Path, run_id: str) -> pathlib.Path:
