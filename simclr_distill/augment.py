@@ -490,6 +490,27 @@ def simclr_standard(image, seed, *, strength: float = 0.5,
   return tf.ensure_shape(x, image.shape)
 
 
+def _crop_flip(image, seed, area: tuple[float, float]) -> tf.Tensor:
+  image, seed = _as_image(image), _as_seed(seed)
+  crop_seed, flip_seed = _split(seed, 2)
+  x = _crop_and_resize(image, crop_seed, area, (3 / 4, 4 / 3))
+  return tf.ensure_shape(tf.image.stateless_random_flip_left_right(x, flip_seed), image.shape)
+
+
+@POLICIES.register("inception_crop")
+def inception_crop(image, seed) -> tf.Tensor:
+  """Inception crop (area U(0.08, 1), aspect log-uniform in [3/4, 4/3], resized back) and a
+  left-right flip: the views of Beyer et al.'s function matching, before mixup."""
+  return _crop_flip(image, seed, (0.08, 1.0))
+
+
+@POLICIES.register("mild_crop")
+def mild_crop(image, seed) -> tf.Tensor:
+  """The same with crops of at least half the image (area U(0.5, 1)): for tiny images such as
+  the 8x8 digits, where an 8% crop keeps a few pixels."""
+  return _crop_flip(image, seed, (0.5, 1.0))
+
+
 def make_views(image, seed, policy: str = "study", **kwargs) -> tuple[tf.Tensor, tf.Tensor]:
   """Makes SimCLR's two independently augmented views of one example.
 

@@ -15,7 +15,19 @@ from typing import Any, Mapping
 PROTOCOLS = ("holdout", "original")
 POOL_BALANCES = ("teacher", "none")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-TEACHER_MODES = ("offline", "online")
+# How the teacher sees the student's training images (Beyer et al. 2021):
+#   offline      its logits cached once on the plain image; the student sees the plain image (the study)
+#   online       the same, with the teacher run inside each step
+#   fixed        cached logits of the plain image; the student sees augmented views ("fixed teacher")
+#   independent  online, on its own augmented view of each example
+#   consistent   online, on exactly the student's (augmented, optionally mixed-up) batch
+TEACHER_MODES = ("offline", "online", "fixed", "independent", "consistent")
+AUGMENTED_MODES = ("fixed", "independent", "consistent")
+ONLINE_MODES = ("online", "independent", "consistent")
+ENSEMBLE_AXES = ("encoder", "encoder_optimizer", "seed")
+COMBINES = ("logits", "probabilities")
+SCHEDULES = ("constant", "cosine")
+SELECTIONS = ("best", "last")
 OPTIMIZERS = ("adam", "sgd")
 LOSS_KINDS = ("hard", "soft_kl", "soft_xent")
 TASKS = ("binary", "multiclass")
@@ -88,28 +100,59 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
-  """Which teachers are used and how they are queried.
+  """Which teachers are used and how they teach.
 
   Attributes:
     zoo_dir: a teacher zoo (directory with `manifest.csv`); None trains the demo zoo into
       `<workdir>/teachers` from the labelled splits.
-    mode: "offline" (teacher logits cached once by the labelling step) or "online" (the teacher
-      runs inside each training step).
-    encoders: keep only teachers whose pretrained encoder is listed (empty: all).
+    modes: teaching modes, one matrix axis (see `TEACHER_MODES`): "offline" (the study),
+      "online", "fixed", "independent", "consistent".
+    augment: the augmentation policy (`augment.POLICIES`) of the student's views in the fixed,
+      independent and consistent modes ("none": no augmentation).
+    mixup: Beta(mixup, mixup) mixing weight of mixup on the shared batch of consistent runs
+      (function matching); 0 turns it off.
+    encoders: keep only single teachers whose pretrained encoder is listed (empty: all).
+    singles: distil each selected teacher on its own.
+    ensemble_over: also distil ensembles: zoo teachers of the selected schemes and splits that
+      agree on every field but these (e.g. ("encoder",): the encoders of one split and
+      labelling) form one ensemble teacher. `encoders` does not restrict the members.
+    ensembles: explicit ensembles, each "ID+ID+..." of zoo teacher ids.
+    combine: how an ensemble combines its members: average "logits" or "probabilities".
     demo_arch, demo_width, demo_epochs: the architecture and schedule of demo teachers.
     batch_size: batch size of the labelling pass.
   """
 
   zoo_dir: str | None = None
-  mode: str = "offline"
+  modes: tuple[str, ...] = ("offline",)
+  augment: str = "inception_crop"
+  mixup: float = 0.0
   encoders: tuple[str, ...] = ()
+  singles: bool = True
+  ensemble_over: tuple[str, ...] = ()
+  ensembles: tuple[str, ...] = ()
+  combine: str = "logits"
   demo_arch: str = "cnn"
   demo_width: int | None = 32
   demo_epochs: int = 40
   batch_size: int = 256
 
   def __post_init__(self):
-    _check_choice("teacher.mode", self.mode, TEACHER_MODES)
+    _check_choices("teacher.modes", self.modes, TEACHER_MODES)
+    _check(self.mixup >= 0, f"teacher.mixup={self.mixup} must be >= 0 (0 turns mixup off)")
+    _check(self.mixup == 0 or "consistent" in self.modes,
+           "teacher.mixup applies to consistent teaching (function matching), where the teacher "
+           "sees the mixed batch; add consistent to --teacher_mode or set --mixup=0")
+    _check(self.augment != "none" or not {"fixed", "independent"} & set(self.modes),
+           "the fixed and independent teaching modes differ from offline/online only by the "
+           "student's augmented views; give --augment a policy (e.g. inception_crop)")
+    for axis in self.ensemble_over:
+      _check_choice("teacher.ensemble_over", axis, ENSEMBLE_AXES)
+    for spec in self.ensembles:
+      _check(len([m for m in spec.split("+") if m]) >= 2,
+             f"ensemble {spec!r} must list two or more teacher ids joined by '+'")
+    _check(self.singles or bool(self.ensemble_over) or bool(self.ensembles),
+           "teacher.singles is off and no ensemble is defined: no teacher would teach")
+    _check_choice("teacher.combine", self.combine, COMBINES)
     _check(self.demo_epochs >= 1, "teacher.demo_epochs must be >= 1")
     _check(self.batch_size >= 1, "teacher.batch_size must be >= 1")
 
@@ -125,6 +168,14 @@ class StudentConfig:
       architectures only, weights read from `imagenet_dir`).
     imagenet_dir: directory of keras.applications' no-top ImageNet weight files (default
       ~/.keras/models, where Keras caches them).
+    generations: born-again generations: generation 1 learns from the zoo teacher, generation
+      k+1 from generation k's student (same architecture and settings); with two or more, the
+      ensemble of a chain's generations is scored too (stage "generation_ensemble").
+    classes: train students only on pool examples of these classes (multiclass task; the
+      unseen-class experiment); empty: all classes.
+
+  The architecture "same" is self-distillation: the student is the teacher's own network
+  (`keras.models.clone_model`), freshly initialised.
   """
 
   archs: tuple[str, ...] = ("mlp", "cnn")
@@ -133,9 +184,14 @@ class StudentConfig:
   width: int | None = None
   baseline_inits: tuple[str, ...] = ("scratch",)
   imagenet_dir: str | None = None
+  generations: int = 1
+  classes: tuple[int, ...] = ()
 
   def __post_init__(self):
     _check(len(self.archs) > 0, "student.archs is empty; give at least one architecture")
+    _check(self.generations >= 1, f"student.generations={self.generations} must be >= 1")
+    _check(len(set(self.classes)) == len(self.classes) and all(c >= 0 for c in self.classes),
+           f"student.classes={self.classes} must be distinct class indices >= 0")
     _check_choice("student.head", self.head, ("study", "pooled"))
     _check(0.0 <= self.dropout < 1.0, f"student.dropout={self.dropout} must be in [0, 1)")
     _check_choices("student.baseline_inits", self.baseline_inits, BASELINE_INITS)
@@ -143,7 +199,7 @@ class StudentConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  """The distillation objective (see `losses.distillation_loss`).
+  """One run's distillation objective (see `losses.distillation_loss`).
 
   Attributes:
     kind: "hard" (the study's rounded teacher probabilities), "soft_kl" or "soft_xent" (soft
@@ -164,50 +220,102 @@ class LossConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LossGrid:
+  """The objectives of a matrix: every kind x temperature x alpha (matrix axes).
+
+  "hard" ignores the temperature, so it enters the grid once per alpha (at T = 1).
+  """
+
+  kinds: tuple[str, ...] = ("hard",)
+  temperatures: tuple[float, ...] = (1.0,)
+  alphas: tuple[float, ...] = (0.0,)
+
+  def __post_init__(self):
+    _check(len(self.temperatures) > 0, "loss.temperatures is empty")
+    _check(len(self.alphas) > 0, "loss.alphas is empty")
+    self.configs()  # Each combination is checked.
+
+  def configs(self) -> tuple[LossConfig, ...]:
+    _check_choices("loss.kinds", self.kinds, LOSS_KINDS)
+    out: list[LossConfig] = []
+    for kind in self.kinds:
+      for temperature in (self.temperatures if kind != "hard" else (1.0,)):
+        for alpha in self.alphas:
+          loss = LossConfig(kind=kind, temperature=float(temperature), alpha=float(alpha))
+          if loss not in out:
+            out.append(loss)
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Optimisation of each student run.
 
   Attributes:
     optimizers: student optimizers, one matrix axis ("adam", "sgd").
-    learning_rate: one learning rate for every optimizer; None uses the per-optimizer ones.
+    learning_rates: learning rates, one matrix axis shared by every optimizer; empty uses the
+      per-optimizer ones below.
     adam_learning_rate: Adam's (the study used 1e-4 for every student).
     sgd_learning_rate: SGD's (momentum 0.9).
+    schedule: "constant" or "cosine" (decay to 0 over the run, after `warmup_epochs` of linear
+      warm-up); a function of the optimizer's step, so a resumed run continues its schedule.
+    warmup_epochs: linear warm-up epochs of the cosine schedule.
     batch_size: PER-REPLICA batch size; the global batch is this times the replica count.
-    epochs: maximum epochs.
-    early_stopping: stop on `monitor` over the validation split (holdout protocol only).
-    monitor, patience: early-stopping metric (minimised if it ends in "loss", else maximised)
-      and patience. The default, the ground-truth cross-entropy on validation, is a proper
-      scoring rule: it keeps improving after a small split's AUC has saturated at 1.0 and
-      favours calibrated logits, which the 0.5 threshold of F1 needs.
+    epochs: maximum epochs, one matrix axis.
+    early_stopping: validate each epoch on the validation split (holdout protocol only) and
+      select weights by `monitor`; stop after `patience` epochs without improvement.
+    monitor: the validation metric to select on, any the run logs: val_label_loss (default),
+      val_auc (binary), val_accuracy (multiclass), val_agreement, val_kl, val_distill_loss,
+      val_loss. Minimised if it ends in "loss" or "kl", else maximised. The default, the
+      ground-truth cross-entropy on validation, is a proper scoring rule: it keeps improving
+      after a small split's AUC has saturated at 1.0 and favours calibrated logits, which the
+      0.5 threshold of F1 needs.
+    patience: epochs without improvement before stopping; 0 never stops (model selection
+      only, for patient schedules).
+    select: which weights a validated run keeps and scores: "best" (the best epoch on
+      `monitor`) or "last". Both epochs, and the last epoch's F1, are in the results row.
     seeds: run seeds, one matrix axis.
     steps_per_execution: training steps per compiled call (cuts Python overhead on GPU/TPU).
   """
 
   optimizers: tuple[str, ...] = ("adam",)
-  learning_rate: float | None = None
+  learning_rates: tuple[float, ...] = ()
   adam_learning_rate: float = 1e-4
   sgd_learning_rate: float = 1e-2
+  schedule: str = "constant"
+  warmup_epochs: int = 0
   batch_size: int = 32
-  epochs: int = 50
+  epochs: tuple[int, ...] = (50,)
   early_stopping: bool = True
   monitor: str = "val_label_loss"
   patience: int = 10
+  select: str = "best"
   seeds: tuple[int, ...] = (0,)
   steps_per_execution: int = 1
 
   def __post_init__(self):
     _check_choices("train.optimizers", self.optimizers, OPTIMIZERS)
-    for name in ("learning_rate", "adam_learning_rate", "sgd_learning_rate"):
+    for lr in self.learning_rates:
+      _check(lr > 0, f"train.learning_rates holds {lr}; each must be > 0")
+    for name in ("adam_learning_rate", "sgd_learning_rate"):
       value = getattr(self, name)
-      _check(value is None or value > 0, f"train.{name}={value} must be > 0")
+      _check(value > 0, f"train.{name}={value} must be > 0")
+    _check_choice("train.schedule", self.schedule, SCHEDULES)
+    _check(self.warmup_epochs >= 0, f"train.warmup_epochs={self.warmup_epochs} must be >= 0")
     _check(self.batch_size >= 1, f"train.batch_size={self.batch_size} must be >= 1")
-    _check(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
-    _check(self.patience >= 1, f"train.patience={self.patience} must be >= 1")
+    _check(len(self.epochs) > 0, "train.epochs is empty")
+    for e in self.epochs:
+      _check(e >= 1, f"train.epochs holds {e}; each must be >= 1")
+      _check(self.schedule != "cosine" or self.warmup_epochs < e,
+             f"train.warmup_epochs={self.warmup_epochs} leaves nothing of a {e}-epoch run to decay")
+    _check(bool(self.monitor), "train.monitor is empty; e.g. val_label_loss")
+    _check(self.patience >= 0, f"train.patience={self.patience} must be >= 0 (0: never stop)")
+    _check_choice("train.select", self.select, SELECTIONS)
     _check(len(self.seeds) > 0, "train.seeds is empty; give at least one seed")
     _check(self.steps_per_execution >= 1, "train.steps_per_execution must be >= 1")
 
-  def learning_rate_for(self, optimizer: str) -> float:
-    return self.learning_rate or getattr(self, f"{optimizer}_learning_rate")
+  def learning_rates_for(self, optimizer: str) -> tuple[float, ...]:
+    return self.learning_rates or (getattr(self, f"{optimizer}_learning_rate"),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +351,7 @@ class DistillConfig:
   data: DataConfig = DataConfig()
   teacher: TeacherConfig = TeacherConfig()
   student: StudentConfig = StudentConfig()
-  loss: LossConfig = LossConfig()
+  loss: LossGrid = LossGrid()
   train: TrainConfig = TrainConfig()
 
   def __post_init__(self):
@@ -257,6 +365,12 @@ class DistillConfig:
         f"shard_index={self.shard_index} must be in [0, num_shards={self.num_shards})",
     )
     _check(bool(self.workdir), "workdir is empty; give --workdir")
+    _check(self.teacher.mixup == 0 or not any(self.loss.alphas),
+           "mixup mixes the images, so their ground-truth labels no longer apply: use --alpha=0 "
+           "with --mixup")
+    _check(not self.student.classes or self.data.task == "multiclass",
+           "student.classes (--student_classes) needs --task=multiclass: it keeps the pool's "
+           "examples of those classes")
 
 
 PRESETS: dict[str, DistillConfig] = {
@@ -271,7 +385,7 @@ PRESETS: dict[str, DistillConfig] = {
         teacher=TeacherConfig(zoo_dir="teachers", batch_size=128),
         student=StudentConfig(archs=("Xception", "InceptionV3", "ResNet50", "ResNet101V2",
                                      "ResNet152")),
-        train=TrainConfig(optimizers=("adam",), batch_size=32, epochs=50, patience=10),
+        train=TrainConfig(optimizers=("adam",), batch_size=32, epochs=(50,), patience=10),
     ),
     # The embedded default: scikit-learn's digits as a rare-positive binary task, demo teachers
     # trained here, small students with Adam and SGD over three seeds.
@@ -282,7 +396,7 @@ PRESETS: dict[str, DistillConfig] = {
         teacher=TeacherConfig(demo_arch="cnn", demo_width=32, demo_epochs=40),
         student=StudentConfig(archs=("mlp", "cnn"), head="pooled", dropout=0.0, width=None),
         train=TrainConfig(optimizers=("adam", "sgd"), adam_learning_rate=1e-3, batch_size=64,
-                          epochs=20, patience=5, seeds=(0, 1, 2), steps_per_execution=4),
+                          epochs=(20,), patience=5, seeds=(0, 1, 2), steps_per_execution=4),
     ),
     # The same path in under two minutes: for CI and for trying the install.
     "smoke": DistillConfig(
@@ -292,7 +406,23 @@ PRESETS: dict[str, DistillConfig] = {
         teacher=TeacherConfig(demo_arch="cnn", demo_width=16, demo_epochs=8),
         student=StudentConfig(archs=("mlp",), head="pooled", dropout=0.0),
         train=TrainConfig(optimizers=("adam", "sgd"), adam_learning_rate=1e-3, batch_size=64,
-                          epochs=4, patience=3, seeds=(0,), steps_per_execution=4),
+                          epochs=(4,), patience=3, seeds=(0,), steps_per_execution=4),
+    ),
+    # A patient and consistent teacher (Beyer et al. 2021) on the digits: function matching
+    # (the teacher sees the student's cropped, flipped and mixed-up batch), soft targets, a
+    # long cosine schedule, model selection on validation without stopping early.
+    "patient": DistillConfig(
+        preset="patient",
+        workdir="results/patient",
+        baseline=False,
+        data=DataConfig(source="digits", schemes=("basic",), split_percents=(10,)),
+        teacher=TeacherConfig(modes=("consistent",), augment="mild_crop", mixup=1.0,
+                              demo_arch="cnn", demo_width=32, demo_epochs=40),
+        student=StudentConfig(archs=("mlp", "cnn"), head="pooled", dropout=0.0),
+        loss=LossGrid(kinds=("soft_kl",), temperatures=(1.0,)),
+        train=TrainConfig(optimizers=("adam",), adam_learning_rate=1e-3, schedule="cosine",
+                          warmup_epochs=5, batch_size=64, epochs=(300,), patience=0,
+                          select="best", seeds=(0,), steps_per_execution=4),
     ),
 }
 

@@ -19,6 +19,7 @@ import functools
 import logging
 import math
 import pathlib
+import shutil
 import subprocess
 import time
 from typing import Any
@@ -29,7 +30,9 @@ import pandas as pd
 import tensorflow as tf
 
 import simclr_distill
-from simclr_distill import fileio, finetune, labelling, losses, metrics, models, results
+from simclr_distill import augment as augment_lib
+from simclr_distill import fileio, finetune, labelling, losses, matrix, metrics, models, results
+from simclr_distill import selection as selection_lib
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import pipeline, records
 from simclr_distill.data import splits as splits_lib
@@ -42,6 +45,7 @@ PREDICTIONS = "predictions.parquet"
 CONFIG = "config.json"
 HISTORY = "history.csv"
 BACKUP = "backup"
+SELECTION = "selection"
 
 
 def build_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
@@ -79,24 +83,28 @@ class Distiller(keras.Model):
 
   Batches are `(images, targets)` with targets a dict: "label" (ground truth, any value where
   unlabelled), "mask" (1 labelled, 0 not) and, for offline teaching, "teacher" (cached logits).
+  `images` is a tensor that student and (online) teacher both see, or, for independent views,
+  a dict {"student": ..., "teacher": ...}.
 
   Args:
     student: the model being trained; outputs logits.
     task: "binary" or "multiclass".
     loss_kind, temperature, alpha: see `losses.distillation_loss`.
-    teacher: a `teachers.Teacher` for online teaching (run inside the step), or None.
+    teacher: a `teachers.Teacher` or `teachers.EnsembleTeacher` for online teaching (run
+      inside the step), or None.
     distill: False trains on the masked ground truth alone (baselines, demo teachers).
   """
 
   def __init__(self, student: keras.Model, *, task: str, loss_kind: str = "hard",
-               temperature: float = 1.0, alpha: float = 0.0,
-               teacher: teachers_lib.Teacher | None = None, distill: bool = True, **kwargs):
+               temperature: float = 1.0, alpha: float = 0.0, teacher=None, distill: bool = True,
+               **kwargs):
     super().__init__(name="distiller", **kwargs)
     self.student = student
     self.teacher = teacher
     if teacher is not None:
-      self.teacher_model = teacher.model
-      self.teacher_model.trainable = False
+      self.teacher_models = list(teacher.models)  # Tracked, so they are built and placed.
+      for model in self.teacher_models:
+        model.trainable = False
     self.task, self.loss_kind = task, loss_kind
     self.temperature, self.alpha, self.distill = temperature, alpha, distill
     # "label_loss" is the ground-truth cross-entropy over the labelled examples of a batch
@@ -109,14 +117,15 @@ class Distiller(keras.Model):
     if distill:
       self.distill_loss_tracker = keras.metrics.Mean(name="distill_loss")
       self.agreement = keras.metrics.Mean(name="agreement")
+      self.kl = keras.metrics.Mean(name="kl")  # KL(teacher || student) at T = 1: fidelity.
     self._step_teacher_logits = None
 
   def call(self, images, training=False):
-    return self.student(images, training=training)
+    return self.student(student_view(images), training=training)
 
   def _teacher_logits(self, images, targets):
     if self.teacher is not None:
-      return self.teacher.logits(images)
+      return self.teacher.logits(teacher_view(images))
     return targets.get("teacher")
 
   def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -151,8 +160,20 @@ class Distiller(keras.Model):
       if teacher is None:  # compute_metrics called on its own
         teacher = self._teacher_logits(x, y)
       self.agreement.update_state(_agree(teacher, y_pred, self.task))
+      self.kl.update_state(losses.soft_target_loss(teacher, y_pred, task=self.task, kind="kl"))
       self._step_teacher_logits = None
     return self.get_metrics_result()
+
+
+def student_view(images):
+  """The student's input of a batch: the images, or the "student" view of independent views."""
+  return images["student"] if isinstance(images, dict) else images
+
+
+def teacher_view(images):
+  """The online teacher's input: the same tensor as the student's, except for independent
+  views."""
+  return images["teacher"] if isinstance(images, dict) else images
 
 
 def _agree(teacher_logits, student_logits, task: str):
@@ -161,11 +182,28 @@ def _agree(teacher_logits, student_logits, task: str):
   return tf.cast(tf.equal(tf.argmax(teacher_logits, -1), tf.argmax(student_logits, -1)), tf.float32)
 
 
-def build_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def learning_rate_schedule(learning_rate: float, schedule: str = "constant", *,
+                           total_steps: int = 0, warmup_steps: int = 0):
+  """A constant rate, or a cosine decay to 0 over `total_steps` after `warmup_steps` of linear
+  warm-up from 0 (a function of the optimizer's step, so a resumed run continues it)."""
+  if schedule == "constant":
+    return learning_rate
+  if schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else learning_rate, decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+  raise ValueError(f"unknown schedule {schedule!r}; known: constant, cosine")
+
+
+def build_optimizer(name: str, learning_rate: float, *, schedule: str = "constant",
+                    total_steps: int = 0, warmup_steps: int = 0) -> keras.optimizers.Optimizer:
+  """Adam, or SGD with momentum 0.9, on `learning_rate_schedule`."""
+  rate = learning_rate_schedule(learning_rate, schedule, total_steps=total_steps,
+                                warmup_steps=warmup_steps)
   if name == "adam":
-    return keras.optimizers.Adam(learning_rate)
+    return keras.optimizers.Adam(rate)
   if name == "sgd":
-    return keras.optimizers.SGD(learning_rate, momentum=0.9)
+    return keras.optimizers.SGD(rate, momentum=0.9)
   raise ValueError(f"unknown optimizer {name!r}; known: adam, sgd")
 
 
@@ -259,6 +297,14 @@ class RunDatasets:
       self.train_ids, mask_ids = labelled, labelled
     self.val_ids = splits[splits_lib.split_name("val", run.split_percent)] if run.early_stopping else []
     self.test_ids = splits[splits_lib.TEST]
+    if run.student_classes:
+      # The unseen-class experiment: the student never sees an example of the other classes,
+      # in training or in model selection (the test split keeps every class).
+      keep = set(run.student_classes)
+      classes = _classes_of(data, [*self.train_ids, *self.val_ids], self.label_key)
+      self.train_ids = [i for i in self.train_ids if classes[i] in keep]
+      self.val_ids = [i for i in self.val_ids if classes[i] in keep]
+      mask_ids = [i for i in mask_ids if classes.get(i) in keep]
     if not self.train_ids:
       raise ValueError(f"run {run.run_id}: the training set is empty (scheme {run.labeling}, "
                        f"{run.split_percent}%); check the split lists of {data.root}")
@@ -307,13 +353,26 @@ class RunDatasets:
                              cache=self.ctx.cache, shuffle_buffer=self.ctx.shuffle_buffer)
 
   def train(self) -> tf.data.Dataset:
+    """Batches of (images, targets): shuffled (balanced) examples -> the student's augmented
+    view (and the teacher's, for independent views) -> batch -> mixup of the whole batch.
+
+    Every random draw is a stateless function of the run's seed, so a seed repeats a run.
+    """
+    run = self.run
     if len(self.groups) > 1:  # Equal draws from each teacher class, each stream reshuffled.
       ds = tf.data.Dataset.sample_from_datasets(
           [self._shuffled(g) for g in self.groups], weights=[1 / len(self.groups)] * len(self.groups),
-          seed=self.run.seed)
+          seed=run.seed)
     else:
       ds = self._shuffled(self.train_ids)
-    return pipeline.batched(ds, self.global_batch(), training=True)
+    if run.augment:
+      ds = tf.data.Dataset.zip((ds, _seeds(run.seed))).map(
+          _views_fn(run.augment, independent=run.teacher_mode == "independent"),
+          num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(self.global_batch(), drop_remainder=True)
+    if run.mixup:
+      ds = tf.data.Dataset.zip((ds, _seeds(run.seed + 1))).map(_mixup_fn(run.mixup))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
   def evaluation(self, ids) -> tf.data.Dataset:
     ds = self._stream(ids, training=False)
@@ -330,6 +389,54 @@ class RunDatasets:
 
     ds = pipeline.sized(self.ctx.data, self.test_ids).map(lambda ex: with_id(*fn(ex), ex["id"]))
     return pipeline.batched(ds, self.global_batch(), training=False)
+
+
+def _seeds(seed: int) -> tf.data.Dataset:
+  """An endless, seeded stream of int64 [2] seeds for stateless random ops."""
+  return tf.data.Dataset.random(seed=seed).batch(2)
+
+
+def _views_fn(policy_name: str, *, independent: bool):
+  """Maps ((image, targets), seed) to the student's augmented view, or to the dict
+  {"student", "teacher"} of two independent views."""
+  policy = augment_lib.POLICIES.get(policy_name)
+
+  def fn(example, seed):
+    image, targets = example
+    student_seed, teacher_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    view = policy(image, student_seed)
+    if independent:
+      return {"student": view, "teacher": policy(image, teacher_seed)}, targets
+    return view, targets
+
+  return fn
+
+
+def _mixup_fn(concentration: float):
+  """Maps ((images, targets), seed) to mixup of the batch with itself reversed, one weight
+  lambda ~ Beta(c, c) per example. Teacher and student then see the same mixed images
+  (function matching); the ground-truth mask is cleared, since mixed images have no label."""
+
+  def fn(batch, seed):
+    images, targets = batch
+    first, second = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    size = tf.shape(images)[:1]
+    a = tf.random.stateless_gamma(size, first, alpha=concentration)
+    b = tf.random.stateless_gamma(size, second, alpha=concentration)
+    lam = tf.reshape(a / tf.maximum(a + b, 1e-12), [-1, 1, 1, 1])
+    mixed = lam * images + (1.0 - lam) * tf.reverse(images, [0])
+    return mixed, {**targets, "mask": tf.zeros_like(targets["mask"])}
+
+  return fn
+
+
+def _classes_of(data: records.PreparedData, ids: list[str], key: str) -> dict[str, int]:
+  """The stored class of each of `ids` (one streaming pass over their records)."""
+  out: dict[str, int] = {}
+  ds = data.examples(ids).map(lambda ex: (ex["id"], ex[key])).batch(4096)
+  for batch_ids, labels in ds.as_numpy_iterator():
+    out.update(zip(batch_ids.astype(str).tolist(), labels.tolist()))
+  return out
 
 
 def _group_by_teacher_class(ids: list[str], logits: np.ndarray) -> list[list[str]]:
@@ -386,11 +493,17 @@ def predict_test(student: keras.Model, datasets: RunDatasets, teacher) -> pd.Dat
     for k in range(probs.shape[1]):
       frame[f"student_prob_{k}"] = probs[:, k]
     frame["teacher_pred"] = t.argmax(-1) if t is not None else -1
+    if t is not None:
+      teacher_probs = _probabilities(t, task)
+      for k in range(teacher_probs.shape[1]):
+        frame[f"teacher_prob_{k}"] = teacher_probs[:, k]
   return frame
 
 
-def score(frame: pd.DataFrame, task: str) -> dict[str, Any]:
-  """Label metrics, test loss and teacher fidelity from a predictions frame."""
+def score(frame: pd.DataFrame, task: str, student_classes=()) -> dict[str, Any]:
+  """Label metrics, test loss and teacher fidelity (top-1 agreement and KL(teacher || student)
+  at T = 1) from a predictions frame; for multiclass also the accuracy of each class, and of
+  the `student_classes` a student was trained on against the others."""
   labels = frame["label"].to_numpy()
   if task == "binary":
     probs = frame["student_prob"].to_numpy()
@@ -399,6 +512,7 @@ def score(frame: pd.DataFrame, task: str) -> dict[str, Any]:
     teacher = frame["teacher_prob"].to_numpy()
     if np.isfinite(teacher).all():
       out["agreement"] = float(np.mean((probs > 0.5) == (teacher > 0.5)))
+      out["teacher_kl"] = metrics.teacher_student_kl(teacher, probs)
       out["teacher_f1"] = metrics.binary_metrics(labels, teacher)["f1"]
     return out
   probs = frame[[c for c in frame.columns if c.startswith("student_prob_")]].to_numpy()
@@ -407,12 +521,24 @@ def score(frame: pd.DataFrame, task: str) -> dict[str, Any]:
          "precision": m["macro_precision"], "recall": m["macro_recall"], "loss": m["log_loss"]}
   if (frame["teacher_pred"] >= 0).all():
     out["agreement"] = float(np.mean(frame["teacher_pred"] == frame["student_pred"]))
+    teacher = frame[[c for c in frame.columns if c.startswith("teacher_prob_")]].to_numpy()
+    if teacher.shape == probs.shape:
+      out["teacher_kl"] = metrics.teacher_student_kl(teacher, probs)
+  per_class = metrics.per_class_accuracy(labels, probs)
+  out["class_accuracy"] = " ".join(f"{k}:{a:.4f}" for k, a in per_class.items())
+  if student_classes:
+    correct = probs.argmax(-1) == labels
+    seen = np.isin(labels, list(student_classes))
+    out["seen_accuracy"] = float(correct[seen].mean()) if seen.any() else np.nan
+    out["unseen_accuracy"] = float(correct[~seen].mean()) if (~seen).any() else np.nan
   return out
 
 
 def build_network(run: RunSpec, ctx: RunContext, num_outputs: int) -> keras.Model:
   """The model a run trains: a stage-2 teacher on its pretrained encoder, a student, or a
   baseline (from scratch, or on a frozen ImageNet backbone)."""
+  if run.arch == matrix.SAME_ARCH:
+    return _own_network(run, ctx, num_outputs)
   if run.stage == "finetune" and run.encoder:
     encoder = ctx.encoders.get(run.encoder)
     if run.encoder != finetune.RANDOM_INIT and (encoder is None or not encoder.checkpoint):
@@ -430,6 +556,25 @@ def build_network(run: RunSpec, ctx: RunContext, num_outputs: int) -> keras.Mode
   return model
 
 
+def _own_network(run: RunSpec, ctx: RunContext, num_outputs: int) -> keras.Model:
+  """Self-distillation: the teacher's network, re-initialised (`keras.models.clone_model`
+  builds every layer anew from its config)."""
+  teacher = teachers_lib.load_teacher(run.teacher, ctx.zoo_dir, image_shape=ctx.data.image_shape,
+                                      num_outputs=num_outputs, safe_mode=ctx.safe_mode)
+  if isinstance(teacher, teachers_lib.EnsembleTeacher):
+    raise ValueError(f"run {run.run_id}: arch 'same' copies one teacher's network; "
+                     f"{run.teacher.teacher_id} is an ensemble")
+  if teacher.output != "logits":
+    raise ValueError(f"run {run.run_id}: arch 'same' needs a teacher that outputs logits; "
+                     f"{run.teacher.teacher_id} outputs {teacher.output}")
+  try:
+    return keras.models.clone_model(teacher.model)
+  except Exception as e:  # A SavedModel wrapper, or a custom layer without a config.
+    raise ValueError(f"run {run.run_id}: cannot copy the network of teacher "
+                     f"{run.teacher.teacher_id} ({type(e).__name__}: {e}); use a named student "
+                     "architecture") from e
+
+
 def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   """Trains, saves and scores one run; writes its files and returns its results row.
 
@@ -437,72 +582,88 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   `keras.models.load_model`), `predictions.parquet` (test-split id, label, teacher and student
   probabilities), `config.json` (resolved settings), `history.csv` (one line per epoch, as it
   goes), and last `result.json`. While training, `backup/` holds the weights, optimizer state
-  and epoch of the last finished epoch: a killed run resumes there when rerun (early
-  stopping's patience and best weights restart from that epoch), and the backup is deleted
-  when the run finishes.
+  and epoch of the last finished epoch, and `selection/` the model selection's best epoch and
+  weights: a killed run resumes there when rerun, and both are deleted when the run finishes.
   """
   run_dir = ctx.workdir / results.RUNS / run.run_id
   run_dir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
   keras.utils.set_random_seed(run.seed)
+  distilling = run.stage == "distill"
   teacher = None
   cached = None
-  offline = run.stage == "distill" and run.teacher_mode == "offline"
-  if offline or (run.stage == "distill" and run.pool_balance == "teacher"):
-    cached = labelling.load_cached_logits(ctx.labels_dir, run.teacher.teacher_id)
+  offline = distilling and run.teacher_mode in ("offline", "fixed")
+  if offline or (distilling and run.pool_balance == "teacher"):
+    cached = labelling.load_teacher_logits(ctx.labels_dir, run.teacher)
   datasets = RunDatasets(run, ctx, cached, teacher_in_targets=offline)
   num_outputs = ctx.num_outputs(run.task)
+  steps = datasets.steps_per_epoch()
   with ctx.strategy.scope():
-    if run.stage == "distill" and run.teacher_mode == "online":
+    if distilling and not offline:
       teacher = teachers_lib.load_teacher(run.teacher, ctx.zoo_dir, image_shape=ctx.data.image_shape,
                                           num_outputs=num_outputs, safe_mode=ctx.safe_mode)
     student = build_network(run, ctx, num_outputs)
     distiller = Distiller(student, task=run.task, loss_kind=run.loss.kind,
                           temperature=run.loss.temperature, alpha=run.loss.alpha,
-                          teacher=teacher, distill=run.stage == "distill")
-    distiller.compile(optimizer=build_optimizer(run.optimizer, run.learning_rate),
-                      steps_per_execution=ctx.steps_per_execution)
+                          teacher=teacher, distill=distilling)
+    distiller.compile(optimizer=build_optimizer(
+        run.optimizer, run.learning_rate, schedule=run.schedule, total_steps=run.epochs * steps,
+        warmup_steps=run.warmup_epochs * steps), steps_per_execution=ctx.steps_per_execution)
+  if not (run_dir / BACKUP).exists():  # A fresh start: no selection state may survive.
+    shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
   fileio.align_history(run_dir / HISTORY, run_dir / BACKUP)
   # BackupAndRestore needs a built model; one forward pass builds the wrapper.
   distiller(tf.zeros((1, *ctx.data.image_shape)), training=False)
   progress = _ProgressLogger(run.run_id, run.epochs)
-  callbacks: list[keras.callbacks.Callback] = [
-      keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
-      keras.callbacks.BackupAndRestore(str(run_dir / BACKUP), double_checkpoint=True),
-      progress, keras.callbacks.TerminateOnNaN()]
-  early = None
-  if run.early_stopping:
-    early = keras.callbacks.EarlyStopping(
-        monitor=run.monitor, mode="min" if run.monitor.endswith("loss") else "max",
-        patience=run.patience, restore_best_weights=True)
-    callbacks.append(early)
+  selection = None
+  callbacks: list[keras.callbacks.Callback] = [keras.callbacks.CSVLogger(str(run_dir / HISTORY),
+                                                                         append=True)]
+  if run.early_stopping:  # Its state is saved before the backup of the same epoch.
+    selection = selection_lib.ModelSelection(student, monitor=run.monitor, patience=run.patience,
+                                             select=run.select, state_dir=run_dir / SELECTION)
+    callbacks.append(selection)
+  callbacks += [keras.callbacks.BackupAndRestore(str(run_dir / BACKUP), double_checkpoint=True),
+                progress, keras.callbacks.TerminateOnNaN()]
   fit_start = time.perf_counter()
   history = distiller.fit(
-      datasets.train(), epochs=run.epochs, steps_per_epoch=datasets.steps_per_epoch(),
+      datasets.train(), epochs=run.epochs, steps_per_epoch=steps,
       validation_data=datasets.evaluation(datasets.val_ids) if run.early_stopping else None,
       callbacks=callbacks, shuffle=False, verbose=0).history
   fit_seconds = time.perf_counter() - fit_start
+  shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
   epochs_run = progress.epochs_done
   epochs_this_process = len(history.get("loss", []))
   losses_seen = np.asarray(history.get("loss", [np.nan]), np.float64)
+  best_epoch = selection.best_epoch if selection is not None and selection.best_epoch else epochs_run
+  selected_epoch = best_epoch if selection is not None and run.select == "best" else epochs_run
   axes = run.axes()
+  teacher_entry = run.teacher
   row: dict[str, Any] = {
       "run_id": run.run_id, "stage": run.stage, "protocol": run.protocol, "task": run.task,
       "model": axes["encoder"], "labeling": run.labeling,
-      "split_percent": run.split_percent, "arch": run.arch,
+      "split_percent": run.split_percent,
+      "arch": (f"{run.arch}:{teacher_entry.arch}" if run.arch == matrix.SAME_ARCH and teacher_entry
+               and teacher_entry.arch else run.arch),
       "teacher_id": axes["teacher_id"], "encoder": axes["encoder"],
       "encoder_optimizer": axes["encoder_optimizer"], "freeze": run.freeze, "init": run.init,
-      "teacher_mode": run.teacher_mode if run.teacher else "", "pool_balance": run.pool_balance,
-      "student_optimizer": run.optimizer, "learning_rate": run.learning_rate,
-      "loss_kind": run.loss.kind if run.stage == "distill" else "supervised",
-      "temperature": run.loss.temperature, "alpha": run.loss.alpha, "epochs_run": epochs_run,
-      "best_epoch": (early.best_epoch + 1) if early is not None and early.best_epoch is not None
-                    else epochs_run,
+      "method": run.method, "teacher_mode": run.teacher_mode if teacher_entry else "",
+      "teacher_members": "+".join(m.teacher_id for m in teacher_entry.members) if teacher_entry else "",
+      "ensemble_combine": teacher_entry.combine if teacher_entry else "",
+      "generation": run.generation if distilling else None,
+      "root_teacher_id": matrix.root_teacher_id(run), "augment": run.augment, "mixup": run.mixup,
+      "pool_balance": run.pool_balance, "student_optimizer": run.optimizer,
+      "learning_rate": run.learning_rate, "schedule": run.schedule,
+      "loss_kind": run.loss.kind if distilling else "supervised",
+      "temperature": run.loss.temperature, "alpha": run.loss.alpha,
+      "student_classes": ",".join(map(str, run.student_classes)),
+      "epochs_run": epochs_run, "best_epoch": best_epoch, "selected_epoch": selected_epoch,
+      "select": run.select if selection is not None else "last",
+      "monitor": run.monitor if selection is not None else "",
       "max_epochs": run.epochs, "batch_size": datasets.global_batch(), "replicas": ctx.replicas,
       "seed": run.seed, "train_examples": len(datasets.train_ids),
       "test_examples": len(datasets.test_ids), "dataset": run.dataset, "preset": ctx.preset,
       "code_version": code_version(),
-      "images_per_second": epochs_this_process * datasets.steps_per_epoch() * datasets.global_batch()
+      "images_per_second": epochs_this_process * steps * datasets.global_batch()
                            / max(fit_seconds, 1e-9),
   }
   if not np.isfinite(losses_seen).all():
@@ -510,7 +671,14 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
                "lower the learning rate or check the inputs and teacher logits")
   else:
     frame = predict_test(student, datasets, teacher)
-    row.update(score(frame, run.task), status="ok", error="")
+    row.update(score(frame, run.task, run.student_classes), status="ok", error="")
+    row["last_f1"] = row.get("f1")
+    if selected_epoch != epochs_run and selection.last_weights is not None:
+      # Scored at the last epoch too, so what model selection bought can be measured.
+      kept = student.get_weights()
+      student.set_weights(selection.last_weights)
+      row["last_f1"] = score(predict_test(student, datasets, teacher), run.task).get("f1")
+      student.set_weights(kept)
     with fileio.atomic_path(run_dir / CHECKPOINT, suffix=".keras") as tmp:
       student.save(tmp)
     fileio.atomic_write(run_dir / PREDICTIONS, lambda tmp: frame.to_parquet(tmp, index=False))

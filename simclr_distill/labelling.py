@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from simclr_distill import fileio
 from simclr_distill.data import records
-from simclr_distill.teachers import Teacher
+from simclr_distill.teachers import Teacher, TeacherEntry, combine_logits
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +120,29 @@ def load_cached_logits(labels_dir: str | pathlib.Path, teacher_id: str) -> tuple
   frame = pd.concat([pd.read_parquet(p) for p in sorted(directory.glob("*.parquet"))])
   logits = frame[[c for c in frame.columns if c.startswith("logit_")]].to_numpy(np.float32)
   return frame["id"].to_numpy(str), logits
+
+
+def load_teacher_logits(labels_dir: str | pathlib.Path,
+                        entry: TeacherEntry) -> tuple[np.ndarray, np.ndarray]:
+  """`load_cached_logits` for any teacher: an ensemble combines its members' caches (so an
+  ensemble costs no teacher pass of its own), aligned on the first member's ids.
+
+  Raises:
+    FileNotFoundError: if a (member's) pass has not finished.
+    ValueError: if the members' caches cover different examples.
+  """
+  if not entry.members:
+    return load_cached_logits(labels_dir, entry.teacher_id)
+  ids, first = load_cached_logits(labels_dir, entry.members[0].teacher_id)
+  row_of = {i: r for r, i in enumerate(ids.tolist())}
+  logits = [first]
+  for member in entry.members[1:]:
+    member_ids, member_logits = load_cached_logits(labels_dir, member.teacher_id)
+    if len(member_ids) != len(ids) or set(member_ids.tolist()) != row_of.keys():
+      raise ValueError(f"ensemble {entry.teacher_id}: the caches of {entry.members[0].teacher_id} "
+                       f"and {member.teacher_id} cover different examples; relabel both with "
+                       "`python -m stages.label` on the same data")
+    order = np.empty(len(ids), np.int64)
+    order[[row_of[i] for i in member_ids.tolist()]] = np.arange(len(ids))
+    logits.append(member_logits[order])
+  return ids, np.asarray(combine_logits(logits, entry.combine), np.float32)

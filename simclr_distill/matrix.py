@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 from typing import Any, Iterable, Sequence
 
+from simclr_distill import config as config_lib
 from simclr_distill.config import DistillConfig, LossConfig
-from simclr_distill.teachers import TeacherEntry
+from simclr_distill.teachers import TeacherEntry, TeacherError, make_ensemble
 
 STAGES = ("distill", "baseline", "finetune")
+# Fields added after the first release, left out of a run's identity at these (JSON) defaults.
 _LATER_FIELDS = {"encoder": "", "encoder_optimizer": "", "encoder_digest": "", "freeze": "none",
-                 "init": "scratch"}
+                 "init": "scratch", "augment": "", "mixup": 0.0, "generation": 1,
+                 "schedule": "constant", "warmup_epochs": 0, "select": "best",
+                 "student_classes": []}
+_LATER_TEACHER_FIELDS = {"members": [], "combine": ""}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +61,16 @@ class RunSpec:
   freeze: str = "none"
   # Baselines: "scratch" (random init) or "imagenet" (a frozen ImageNet backbone).
   init: str = "scratch"
+  # Stage 3's teaching: the student's augmentation policy (fixed/independent/consistent
+  # modes), mixup's Beta parameter (consistent), and the born-again generation (2: the
+  # teacher is generation 1's student).
+  augment: str = ""
+  mixup: float = 0.0
+  generation: int = 1
+  schedule: str = "constant"
+  warmup_epochs: int = 0
+  select: str = "best"
+  student_classes: tuple[int, ...] = ()
 
   def settings(self) -> dict[str, Any]:
     """The resolved settings, JSON-ready (what the run id hashes).
@@ -64,7 +80,9 @@ class RunSpec:
     """
     settings = json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
     if settings["teacher"] is not None:
-      settings["teacher"].pop("provenance", None)
+      _strip_teacher(settings["teacher"])
+      if self.generation > 1:  # Its id is the parent run's id; where that run lives is not.
+        settings["teacher"].pop("path")
     for name, default in _LATER_FIELDS.items():
       if settings[name] == default:
         del settings[name]
@@ -73,13 +91,40 @@ class RunSpec:
   @property
   def run_id(self) -> str:
     digest = hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:10]
-    if self.teacher:
+    if self.teacher and self.generation > 1:  # Not the parent's long id, nested each generation.
+      source = f"{root_teacher_id(self)}-gen{self.generation}"
+    elif self.teacher:
       source = self.teacher.teacher_id
     elif self.encoder:
       source = f"{self.encoder}-{self.labeling}-{self.split_percent}"
     else:
       source = f"{self.labeling}-{self.split_percent}"
     return f"{self.stage}-{self.arch}-{source}-{self.optimizer}-s{self.seed}-{digest}"
+
+  @property
+  def method(self) -> str:
+    """A short label of the teaching recipe, e.g. "soft_kl T=4 / consistent+mixup1 /
+    ensemble(logits) / gen2": the column results are grouped by to compare methods over seeds
+    (no "," or "|", so `--only=method=...` can name it)."""
+    if self.stage != "distill":
+      return "supervised" if self.stage == "baseline" else self.stage
+    loss = self.loss
+    parts = [loss.kind if loss.kind == "hard" else f"{loss.kind} T={loss.temperature:g}"]
+    if loss.alpha:
+      parts[0] += f" a={loss.alpha:g}"
+    mode = self.teacher_mode + (f"+mixup{self.mixup:g}" if self.mixup else "")
+    parts.append(mode)
+    ensemble = self.teacher.combine if self.teacher is not None and self.teacher.members else (
+        self.teacher.provenance.get("root_ensemble", "") if self.teacher is not None else "")
+    if ensemble:  # Taught by an ensemble, or descended from a student of one.
+      parts.append(f"ensemble({ensemble})")
+    if self.arch == SAME_ARCH:
+      parts.append("self")
+    if self.generation > 1:
+      parts.append(f"gen{self.generation}")
+    if self.student_classes:
+      parts.append("classes " + "+".join(map(str, self.student_classes)))
+    return " / ".join(parts)
 
   def axes(self) -> dict[str, Any]:
     """The values `--only` filters on and the results table records."""
@@ -99,8 +144,23 @@ class RunSpec:
         "teacher_mode": self.teacher_mode if t else "", "pool_balance": self.pool_balance,
         "teacher_id": teacher_id, "encoder": encoder,
         "encoder_optimizer": t.encoder_optimizer if t else self.encoder_optimizer,
-        "freeze": self.freeze, "init": self.init,
+        "freeze": self.freeze, "init": self.init, "learning_rate": self.learning_rate,
+        "epochs": self.epochs, "mixup": self.mixup, "augment": self.augment,
+        "schedule": self.schedule, "method": self.method,
     }
+
+
+SAME_ARCH = "same"  # Self-distillation: the student is the teacher's own network, re-initialised.
+
+
+def _strip_teacher(teacher: dict) -> None:
+  """Drops what is not a teacher's identity from its settings (recursively for ensembles)."""
+  teacher.pop("provenance", None)
+  for member in teacher.get("members", []):
+    _strip_teacher(member)
+  for name, default in _LATER_TEACHER_FIELDS.items():
+    if teacher.get(name) == default:
+      del teacher[name]
 
 
 def teacher_name(encoder: str, scheme: str, percent: int, seed: int, task: str = "binary") -> str:
@@ -110,41 +170,118 @@ def teacher_name(encoder: str, scheme: str, percent: int, seed: int, task: str =
   return f"{encoder}-{scheme}-{percent}{suffix}"
 
 
-def build_matrix(config: DistillConfig, teachers: Sequence[TeacherEntry], dataset: str) -> list[RunSpec]:
-  """Expands a config into its runs, sorted by run id.
+def ensemble_id(members: Sequence[TeacherEntry], combine: str) -> str:
+  """A readable id for an ensemble: its member ids joined by "+" (a hash when that is long),
+  with the combination unless it is the default (logits)."""
+  ids = sorted(m.teacher_id for m in members)
+  joined = "+".join(ids)
+  if len(joined) > 90:
+    joined = f"ens{len(ids)}-" + hashlib.sha1(joined.encode()).hexdigest()[:8]
+  return joined + ("" if combine == "logits" else f"~{combine}")
 
-  Distillation runs: every teacher of the configured schemes, split percents and encoders x
-  student architectures x optimizers x seeds. Baseline runs (if `config.baseline`): the same
-  students trained on each labelled split alone, with the ground truth.
+
+def teacher_set(config: DistillConfig, zoo: Sequence[TeacherEntry]) -> list[TeacherEntry]:
+  """The teachers a config distils: single zoo teachers (of the selected schemes, splits and
+  encoders) and ensembles (see `TeacherConfig.ensemble_over` and `.ensembles`).
+
+  Raises:
+    TeacherError: for an explicit ensemble naming a teacher the zoo lacks, or mixing splits.
+  """
+  d, t = config.data, config.teacher
+  in_scope = [e for e in zoo if e.labeling in d.schemes and e.split_percent in d.split_percents
+              and not e.members]
+  out = [e for e in in_scope if not t.encoders or e.encoder in t.encoders] if t.singles else []
+  if t.ensemble_over:
+    groups: dict[tuple, list[TeacherEntry]] = {}
+    for e in in_scope:
+      key = tuple((f, _entry_field(e, f)) for f in ("encoder", "encoder_optimizer", "seed", "arch",
+                                                     "labeling", "split_percent")
+                  if f not in t.ensemble_over and not (f == "encoder_optimizer" and "encoder" in t.ensemble_over))
+      groups.setdefault(key, []).append(e)
+    for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+      if len(members) >= 2:
+        out.append(make_ensemble(ensemble_id(members, t.combine), members, t.combine))
+  by_id = {e.teacher_id: e for e in zoo}
+  for spec in t.ensembles:
+    names = [m for m in spec.split("+") if m]
+    unknown = [m for m in names if m not in by_id]
+    if unknown:
+      raise TeacherError(f"ensemble {spec!r} names teacher(s) {', '.join(unknown)} that the zoo "
+                         f"lacks; it has {', '.join(sorted(by_id)) or 'none'}")
+    members = [by_id[m] for m in names]
+    out.append(make_ensemble(ensemble_id(members, t.combine), members, t.combine))
+  unique: dict[str, TeacherEntry] = {}
+  for e in out:
+    unique.setdefault(e.teacher_id, e)
+  return list(unique.values())
+
+
+def _entry_field(entry: TeacherEntry, field: str) -> str:
+  if field == "seed":
+    return str(entry.provenance.get("seed", "0"))
+  return str(getattr(entry, field))
+
+
+def build_matrix(config: DistillConfig, teachers: Sequence[TeacherEntry], dataset: str) -> list[RunSpec]:
+  """Expands a config over a zoo (`teachers`) into its generation-1 runs, sorted by run id.
+
+  Distillation runs: every teacher of `teacher_set` x student architecture x optimizer x
+  learning rate x epochs x loss (kind, temperature, alpha) x teaching mode x seed. Baseline
+  runs (if `config.baseline`): the same students trained on each labelled split alone, with
+  the ground truth. Later generations follow from finished runs (`next_generation`).
   """
   d, s, t = config.data, config.student, config.train
-  common = dict(task=d.task, epochs=t.epochs, batch_size=t.batch_size, patience=t.patience,
-                monitor=t.monitor, head=s.head, dropout=s.dropout, width=s.width, dataset=dataset)
-  selected = [e for e in teachers
-              if e.labeling in d.schemes and e.split_percent in d.split_percents
-              and (not config.teacher.encoders or e.encoder in config.teacher.encoders)]
+  common = dict(task=d.task, batch_size=t.batch_size, patience=t.patience,
+                monitor=t.monitor, head=s.head, dropout=s.dropout, width=s.width, dataset=dataset,
+                schedule=t.schedule, warmup_epochs=t.warmup_epochs, select=t.select)
+  selected = teacher_set(config, teachers)
   runs = []
-  for arch in s.archs:
-    for optimizer in t.optimizers:
-      for seed in t.seeds:
-        lr = t.learning_rate_for(optimizer)
-        per_run = dict(arch=arch, optimizer=optimizer, learning_rate=lr, seed=seed, **common)
-        for e in selected:
-          runs.append(RunSpec(
-              stage="distill", labeling=e.labeling, split_percent=e.split_percent,
-              protocol=config.protocol, early_stopping=t.early_stopping and config.protocol == "holdout",
-              loss=config.loss, teacher=e, teacher_mode=config.teacher.mode,
-              pool_balance=config.pool_balance if config.protocol == "holdout" else "none",
-              **per_run))
-        if config.baseline:
-          for init in s.baseline_inits:
-            for scheme in d.schemes:
-              for pct in d.split_percents:
-                runs.append(RunSpec(
-                    stage="baseline", labeling=scheme, split_percent=pct, protocol="holdout",
-                    early_stopping=t.early_stopping, loss=LossConfig(kind="hard", alpha=1.0),
-                    init=init, **per_run))
+  for arch, optimizer, seed, epochs in itertools.product(s.archs, t.optimizers, t.seeds, t.epochs):
+    for lr in t.learning_rates_for(optimizer):
+      per_run = dict(arch=arch, optimizer=optimizer, learning_rate=lr, seed=seed, epochs=epochs,
+                     **common)
+      for e, loss, mode in itertools.product(selected, config.loss.configs(), config.teacher.modes):
+        if arch == SAME_ARCH and e.members:
+          continue  # An ensemble has no one network to copy.
+        augment = config.teacher.augment if mode in config_lib.AUGMENTED_MODES else ""
+        runs.append(RunSpec(
+            stage="distill", labeling=e.labeling, split_percent=e.split_percent,
+            protocol=config.protocol, early_stopping=t.early_stopping and config.protocol == "holdout",
+            loss=loss, teacher=e, teacher_mode=mode,
+            pool_balance=config.pool_balance if config.protocol == "holdout" else "none",
+            augment="" if augment == "none" else augment,
+            mixup=config.teacher.mixup if mode == "consistent" else 0.0,
+            student_classes=tuple(s.classes), **per_run))
+      if config.baseline and arch != SAME_ARCH:
+        for init in s.baseline_inits:
+          for scheme in d.schemes:
+            for pct in d.split_percents:
+              runs.append(RunSpec(
+                  stage="baseline", labeling=scheme, split_percent=pct, protocol="holdout",
+                  early_stopping=t.early_stopping, loss=LossConfig(kind="hard", alpha=1.0),
+                  init=init, **per_run))
   return sorted(runs, key=lambda r: r.run_id)
+
+
+def root_teacher_id(run: RunSpec) -> str:
+  """The zoo teacher (or ensemble) at the start of a run's chain of generations."""
+  if run.teacher is None:
+    return ""
+  return run.teacher.provenance.get("root", run.teacher.teacher_id) if run.generation > 1 else run.teacher.teacher_id
+
+
+def next_generation(parent: RunSpec, checkpoint: str) -> RunSpec:
+  """The born-again child of a finished run: the same settings, taught by the parent's student
+  (saved at `checkpoint`)."""
+  root = parent.teacher
+  teacher = TeacherEntry(teacher_id=parent.run_id, labeling=parent.labeling,
+                         split_percent=parent.split_percent, path=str(checkpoint),
+                         encoder=root.encoder, encoder_optimizer=root.encoder_optimizer,
+                         output="logits", arch=parent.arch if parent.arch != SAME_ARCH else root.arch,
+                         provenance={"root": root_teacher_id(parent),
+                                     "root_ensemble": root.combine if root.members else
+                                     root.provenance.get("root_ensemble", "")})
+  return dataclasses.replace(parent, teacher=teacher, generation=parent.generation + 1)
 
 
 def finetune_matrix(config: DistillConfig, finetune, encoders: Sequence, dataset: str) -> list[RunSpec]:

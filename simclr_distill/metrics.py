@@ -196,3 +196,26 @@ def per_class_accuracy(labels, probs) -> dict:
   correct = np.argmax(probs, axis=1) == labels
   return {c: float(np.mean(correct[labels == c])) if np.any(labels == c) else float("nan")
           for c in range(probs.shape[1])}
+
+
+def teacher_student_kl(teacher_probs, student_probs, eps: float = 1e-7) -> float:
+  """Mean KL(teacher || student) over examples: a fidelity measure (0 when they agree exactly).
+
+  Args:
+    teacher_probs, student_probs: binary positive-class probabilities, shape [N] (the binary
+      KL of the two Bernoulli distributions), or class probabilities, shape [N, K].
+    eps: probabilities are clipped to [eps, 1 - eps] before the logarithms.
+
+  Returns:
+    A python float >= 0.
+
+  Raises:
+    ValueError: for shapes that differ or values outside [0, 1].
+  """
+  t, s = _check_probs(teacher_probs), _check_probs(student_probs)
+  if t.shape != s.shape:
+    raise ValueError(f"teacher probs {t.shape} and student probs {s.shape} differ in shape")
+  if t.ndim == 1:
+    t, s = np.stack([1 - t, t], -1), np.stack([1 - s, s], -1)
+  t, s = np.clip(t, eps, 1.0), np.clip(s, eps, 1.0)
+  return float(np.maximum(np.sum(t * (np.log(t) - np.log(s)), axis=-1), 0.0).mean())

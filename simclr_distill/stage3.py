@@ -17,9 +17,11 @@ import pathlib
 import shutil
 import time
 
+import numpy as np
 import pandas as pd
 
-from simclr_distill import labelling, matrix, models, results
+from simclr_distill import augment, fileio, labelling, matrix, models, results
+from simclr_distill import distill as distill_lib
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.config import STUDY_SPLIT_PERCENTS, DistillConfig
 from simclr_distill.data import digits, records
@@ -109,9 +111,17 @@ def load_zoo(config: DistillConfig, ctx: RunContext) -> list[teachers_lib.Teache
 
 
 def selected_teachers(config: DistillConfig, entries) -> list[teachers_lib.TeacherEntry]:
-  d = config.data
-  return [e for e in entries if e.labeling in d.schemes and e.split_percent in d.split_percents
-          and (not config.teacher.encoders or e.encoder in config.teacher.encoders)]
+  """The single and ensemble teachers `config` distils (see `matrix.teacher_set`)."""
+  return matrix.teacher_set(config, entries)
+
+
+def members(entries) -> list[teachers_lib.TeacherEntry]:
+  """The networks behind `entries`: each single teacher, and each ensemble's members, once."""
+  out: dict[str, teachers_lib.TeacherEntry] = {}
+  for e in entries:
+    for m in (e.members or (e,)):
+      out.setdefault(m.teacher_id, m)
+  return list(out.values())
 
 
 def _sample_images(ctx: RunContext):
@@ -150,7 +160,8 @@ def label_all(config: DistillConfig, ctx: RunContext, entries) -> None:
 def run_labelling(config: DistillConfig, *, safe_mode: bool = True) -> pathlib.Path:
   """The labelling stage alone: data, zoo and one pass per teacher. Returns the labels dir."""
   ctx = make_context(config, safe_mode=safe_mode)
-  entries = sorted(selected_teachers(config, load_zoo(config, ctx)), key=lambda e: e.teacher_id)
+  entries = sorted(members(selected_teachers(config, load_zoo(config, ctx))),
+                   key=lambda e: e.teacher_id)
   label_all(config, ctx, entries[config.shard_index::config.num_shards])
   return ctx.labels_dir
 
@@ -172,8 +183,29 @@ def train_runs(runs, ctx: RunContext, what: str, after=None) -> None:
              (time.perf_counter() - start) / i * (len(todo) - i))
 
 
+def _needs_cache(run: matrix.RunSpec) -> bool:
+  return run.teacher_mode in ("offline", "fixed") or run.pool_balance == "teacher"
+
+
+def _prepare_teachers(config: DistillConfig, ctx: RunContext, runs) -> None:
+  """Loads and checks every network the runs' teachers need; labels the data with those whose
+  logits a run reads from the cache (offline and fixed teaching, teacher-balanced pools).
+  Shards that share a teacher write identical parts atomically; `stages.label --num_shards`
+  splits the passes beforehand."""
+  teachers = {r.teacher.teacher_id: r.teacher for r in runs}
+  cached = {r.teacher.teacher_id for r in runs if _needs_cache(r)}
+  to_label = members([t for i, t in teachers.items() if i in cached])
+  labelled = {e.teacher_id for e in to_label}
+  label_all(config, ctx, to_label)
+  check_teachers(config, ctx, [e for e in members(teachers.values()) if e.teacher_id not in labelled])
+
+
 def run_distillation(config: DistillConfig, *, safe_mode: bool = True) -> pd.DataFrame:
   """Runs stage 3 for `config` and returns the results table of its workdir.
+
+  Generation 1 learns from the zoo's teachers and ensembles; with `student.generations` > 1,
+  each finished run then teaches its born-again child, generation by generation, and the
+  ensemble of each chain's generations is scored (stage "generation_ensemble").
 
   Raises:
     ValueError, FileNotFoundError, teachers.TeacherError: for bad inputs, before training.
@@ -182,22 +214,99 @@ def run_distillation(config: DistillConfig, *, safe_mode: bool = True) -> pd.Dat
   workdir.mkdir(parents=True, exist_ok=True)
   ctx = make_context(config, safe_mode=safe_mode)
   for arch in config.student.archs:  # Unknown or too-small architectures fail before training.
-    models.check_input_size(arch, ctx.data.image_shape)
-  entries = selected_teachers(config, load_zoo(config, ctx))
-  if not entries:
+    if arch != matrix.SAME_ARCH:
+      models.check_input_size(arch, ctx.data.image_shape)
+  if config.teacher.augment != "none":
+    augment.POLICIES.get(config.teacher.augment)  # An unknown policy fails here, listing them.
+  zoo = load_zoo(config, ctx)
+  if not selected_teachers(config, zoo):
     raise ValueError(f"no teacher in {ctx.zoo_dir} matches schemes {config.data.schemes}, "
                      f"split percents {config.data.split_percents} and encoders "
-                     f"{config.teacher.encoders or 'any'}")
-  runs = matrix.select(matrix.build_matrix(config, entries, ctx.data.fingerprint()),
+                     f"{config.teacher.encoders or 'any'} (and no ensemble can be formed)")
+  if config.student.classes:
+    too_big = [c for c in config.student.classes if c >= ctx.data.num_classes]
+    if too_big:
+      raise ValueError(f"--student_classes names class(es) {too_big}; the data has classes "
+                       f"0-{ctx.data.num_classes - 1}")
+  runs = matrix.select(matrix.build_matrix(config, zoo, ctx.data.fingerprint()),
                        only=config.only, shard_index=config.shard_index,
                        num_shards=config.num_shards)
-  needed = [e for e in entries if any(r.teacher == e for r in runs)]
-  if config.teacher.mode == "offline" or any(r.pool_balance == "teacher" for r in runs):
-    # Every teacher a run needs labels the data before any student trains (online runs use
-    # the cache only to balance their pool). Shards that share a teacher write identical
-    # parts atomically; `stages.label --num_shards` splits the passes beforehand.
-    label_all(config, ctx, needed)
-  else:
-    check_teachers(config, ctx, needed)
+  chains = {r.run_id: [r] for r in runs if r.stage == "distill"}
+  _prepare_teachers(config, ctx, [r for r in runs if r.stage == "distill"])
   train_runs(runs, ctx, "distill")
+  for generation in range(2, config.student.generations + 1):
+    # Each shard grows its own chains, so shards never wait for each other.
+    children = []
+    for chain in chains.values():
+      parent = chain[-1]
+      if parent.generation == generation - 1 and _finished_ok(ctx, parent):
+        child = matrix.next_generation(parent, str(ctx.workdir / results.RUNS / parent.run_id /
+                                                    "student.keras"))
+        chain.append(child)
+        children.append(child)
+    if not children:
+      break
+    _prepare_teachers(config, ctx, children)
+    train_runs(children, ctx, f"distill generation {generation}")
+  for chain in chains.values():
+    if len(chain) > 1:
+      generation_ensemble(chain, ctx, config.teacher.combine)
   return results.consolidate(workdir)
+
+
+def _finished_ok(ctx: RunContext, run: matrix.RunSpec) -> bool:
+  return results.is_done(ctx.workdir, run.run_id) and results.read_row(
+      ctx.workdir, run.run_id).get("status") == "ok"
+
+
+def generation_ensemble(chain, ctx: RunContext, combine: str = "logits") -> dict | None:
+  """Scores the ensemble of a chain's finished generations from their saved test predictions
+  (no training, no teacher pass), writing a results row of stage "generation_ensemble" whose
+  teacher columns compare it with the chain's first teacher. Returns the row, or None when a
+  generation failed; an existing row is kept."""
+  done = [r for r in chain if _finished_ok(ctx, r)]
+  if len(done) < 2 or len(done) < len(chain):
+    return None
+  last = chain[-1]
+  run_id = f"generation_ensemble-{len(chain)}-{chain[0].run_id}"
+  if results.is_done(ctx.workdir, run_id):
+    return results.read_row(ctx.workdir, run_id)
+  start = time.perf_counter()
+  frames = [pd.read_parquet(ctx.workdir / results.RUNS / r.run_id / distill_lib.PREDICTIONS)
+            for r in chain]
+  first = frames[0]
+  frames = [f.set_index("id").loc[first["id"]].reset_index() for f in frames]
+  frame = first[["id", "label"]].copy()
+  if last.task == "binary":
+    logits = [f["student_logit"].to_numpy()[:, None] for f in frames]
+    combined = np.asarray(teachers_lib.combine_logits(logits, combine))[:, 0]
+    frame["student_logit"] = combined
+    frame["student_prob"] = 1.0 / (1.0 + np.exp(-np.clip(combined, -80, 80)))
+    frame["teacher_prob"] = first["teacher_prob"]
+  else:
+    columns = [c for c in first.columns if c.startswith("student_prob_")]
+    probs = np.mean([f[columns].to_numpy() for f in frames], axis=0)  # Saved as probabilities.
+    frame["student_pred"] = probs.argmax(-1)
+    frame[columns] = probs
+    for c in [c for c in first.columns if c.startswith("teacher_")]:
+      frame[c] = first[c]
+  base = results.read_row(ctx.workdir, last.run_id)
+  keep = ("protocol", "task", "model", "labeling", "split_percent", "arch", "encoder",
+          "encoder_optimizer", "teacher_mode", "teacher_members", "ensemble_combine", "augment",
+          "mixup", "pool_balance", "student_optimizer", "learning_rate", "schedule", "loss_kind",
+          "temperature", "alpha", "student_classes", "max_epochs", "batch_size", "replicas",
+          "seed", "test_examples", "train_examples", "dataset", "preset", "code_version")
+  row = {k: base.get(k) for k in keep}
+  root = matrix.root_teacher_id(chain[0])
+  row.update(distill_lib.score(frame, last.task, last.student_classes), run_id=run_id,
+             stage="generation_ensemble", status="ok", error="", generation=len(chain),
+             teacher_id=root, root_teacher_id=root,
+             teacher_members=" ".join(r.run_id for r in chain), ensemble_combine=combine,
+             method=f"{chain[0].method} / ensemble of {len(chain)} generations")
+  run_dir = ctx.workdir / results.RUNS / run_id
+  run_dir.mkdir(parents=True, exist_ok=True)
+  fileio.atomic_write(run_dir / distill_lib.PREDICTIONS, lambda tmp: frame.to_parquet(tmp, index=False))
+  row["wall_seconds"] = time.perf_counter() - start
+  row["finished_at"] = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
+  results.write_row(ctx.workdir, row)
+  return row

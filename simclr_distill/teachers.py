@@ -64,6 +64,9 @@ class TeacherEntry:
   output: str = "auto"
   arch: str = ""
   provenance: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
+  # An ensemble teacher (never in a manifest): its members and how their outputs combine.
+  members: tuple["TeacherEntry", ...] = ()
+  combine: str = ""
 
   def resolve(self, zoo_dir: str | pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(self.path)
@@ -115,7 +118,9 @@ def write_zoo(zoo_dir: str | pathlib.Path, entries: Sequence[TeacherEntry]) -> N
   """Writes `manifest.csv` atomically, sorted by teacher id, with any provenance columns."""
   rows = []
   for e in entries:
-    row = {k: v for k, v in dataclasses.asdict(e).items() if k != "provenance"}
+    if e.members:
+      raise TeacherError(f"{e.teacher_id} is an ensemble; a manifest lists its members only")
+    row = {k: v for k, v in dataclasses.asdict(e).items() if k in COLUMNS}
     rows.append({**row, **{k: v for k, v in e.provenance.items() if k in PROVENANCE}})
   used = [c for c in PROVENANCE if any(c in e.provenance for e in entries)]
   frame = pd.DataFrame(rows, columns=list(COLUMNS) + used).sort_values("teacher_id")
@@ -209,6 +214,77 @@ class Teacher:
     out = self.model.predict(images, verbose=0).astype(np.float32)
     return probabilities_to_logits(out).numpy() if self.output == "probabilities" else out
 
+  @property
+  def models(self) -> list[keras.Model]:
+    return [self.model]
+
+
+@dataclasses.dataclass
+class EnsembleTeacher:
+  """Several loaded teachers acting as one: their logits combined by `combine_logits`."""
+
+  entry: TeacherEntry
+  members: list[Teacher]
+  combine: str
+
+  def logits(self, images: tf.Tensor) -> tf.Tensor:
+    return combine_logits([m.logits(images) for m in self.members], self.combine)
+
+  def predict_logits(self, images: tf.data.Dataset) -> np.ndarray:
+    return np.asarray(combine_logits([m.predict_logits(images) for m in self.members],
+                                     self.combine), np.float32)
+
+  @property
+  def models(self) -> list[keras.Model]:
+    return [m.model for m in self.members]
+
+
+def combine_logits(logits: Sequence, how: str):
+  """An ensemble's logits from its members' (each [B, 1] or [B, K], same shape).
+
+  "logits" averages the logits (a geometric mean of the members' odds); "probabilities"
+  averages the sigmoid (one unit) or softmax probabilities and returns their logits (log-odds,
+  or log-probabilities: a softmax of them gives the average back).
+
+  Raises:
+    ValueError: for an unknown `how`, no members, or members of different shapes.
+  """
+  if how not in ("logits", "probabilities"):
+    raise ValueError(f"unknown ensemble combination {how!r}; expected 'logits' or 'probabilities'")
+  if not len(logits):
+    raise ValueError("an ensemble needs at least one member's logits")
+  shapes = {tuple(np.shape(x)) for x in logits}
+  if len(shapes) > 1:
+    raise ValueError(f"ensemble members give logits of different shapes: {sorted(shapes)}")
+  stacked = tf.stack([tf.cast(x, tf.float32) for x in logits])
+  if how == "logits":
+    return tf.reduce_mean(stacked, 0)
+  if stacked.shape[-1] == 1:
+    return probabilities_to_logits(tf.reduce_mean(tf.sigmoid(stacked), 0))
+  return probabilities_to_logits(tf.reduce_mean(tf.nn.softmax(stacked, -1), 0))
+
+
+def make_ensemble(teacher_id: str, members: Sequence[TeacherEntry], combine: str) -> TeacherEntry:
+  """An ensemble entry over `members` (all of one labelling scheme and split).
+
+  Raises:
+    TeacherError: for fewer than two members, or members of different schemes or splits.
+  """
+  members = tuple(sorted(members, key=lambda e: e.teacher_id))
+  if len(members) < 2:
+    raise TeacherError(f"ensemble {teacher_id!r} has {len(members)} member(s); it needs two or more")
+  for field in ("labeling", "split_percent"):
+    values = sorted({str(getattr(m, field)) for m in members})
+    if len(values) > 1:
+      raise TeacherError(f"ensemble {teacher_id!r} mixes teachers of {field} {', '.join(values)}; "
+                         "its members must share a labelling scheme and split")
+  def joined(field):
+    return "+".join(sorted({getattr(m, field) for m in members if getattr(m, field)}))
+  return TeacherEntry(teacher_id=teacher_id, labeling=members[0].labeling,
+                      split_percent=members[0].split_percent, path="", encoder=joined("encoder"),
+                      encoder_optimizer=joined("encoder_optimizer"), output="logits",
+                      arch=joined("arch"), members=members, combine=combine)
+
 
 def probabilities_to_logits(probs: tf.Tensor) -> tf.Tensor:
   """Inverts sigmoid (one unit) or softmax (several; up to a constant per row), clipped."""
@@ -220,8 +296,10 @@ def probabilities_to_logits(probs: tf.Tensor) -> tf.Tensor:
 
 
 def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shape: Sequence[int],
-                 num_outputs: int, safe_mode: bool = True, sample: np.ndarray | None = None) -> Teacher:
-  """Loads one teacher and checks it against the data before any training.
+                 num_outputs: int, safe_mode: bool = True,
+                 sample: np.ndarray | None = None) -> Teacher | EnsembleTeacher:
+  """Loads one teacher (or each member of an ensemble) and checks it against the data before
+  any training.
 
   Args:
     entry: its manifest row.
@@ -235,6 +313,10 @@ def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shap
   Raises:
     TeacherError: naming the teacher, what it expects and what the data has.
   """
+  if entry.members:
+    return EnsembleTeacher(entry, [load_teacher(
+        m, zoo_dir, image_shape=image_shape, num_outputs=num_outputs, safe_mode=safe_mode,
+        sample=sample) for m in entry.members], entry.combine)
   path = entry.resolve(zoo_dir)
   try:
     model = load_model_file(path, safe_mode=safe_mode)

@@ -28,20 +28,31 @@ _MAPPING: dict[str, tuple[str, Callable]] = {
     "image_size": ("data.image_size", int),
     "standardize": ("data.standardize", bool),
     "teacher_zoo": ("teacher.zoo_dir", str),
-    "teacher_mode": ("teacher.mode", str),
+    "teacher_mode": ("teacher.modes", tuple),
+    "augment": ("teacher.augment", str),
+    "mixup": ("teacher.mixup", float),
+    "single_teachers": ("teacher.singles", bool),
+    "ensemble_over": ("teacher.ensemble_over", tuple),
+    "ensembles": ("teacher.ensembles", tuple),
+    "ensemble_combine": ("teacher.combine", str),
     "encoders": ("teacher.encoders", tuple),
     "archs": ("student.archs", tuple),
     "head": ("student.head", str),
     "dropout": ("student.dropout", float),
-    "loss": ("loss.kind", str),
-    "temperature": ("loss.temperature", float),
-    "alpha": ("loss.alpha", float),
+    "generations": ("student.generations", int),
+    "student_classes": ("student.classes", lambda v: tuple(int(x) for x in v)),
+    "loss": ("loss.kinds", tuple),
+    "temperature": ("loss.temperatures", lambda v: tuple(float(x) for x in v)),
+    "alpha": ("loss.alphas", lambda v: tuple(float(x) for x in v)),
     "optimizers": ("train.optimizers", tuple),
-    "learning_rate": ("train.learning_rate", float),
+    "learning_rate": ("train.learning_rates", lambda v: tuple(float(x) for x in v)),
+    "schedule": ("train.schedule", str),
+    "warmup_epochs": ("train.warmup_epochs", int),
+    "select": ("train.select", str),
     "adam_learning_rate": ("train.adam_learning_rate", float),
     "sgd_learning_rate": ("train.sgd_learning_rate", float),
     "batch_size": ("train.batch_size", int),
-    "epochs": ("train.epochs", int),
+    "epochs": ("train.epochs", lambda v: tuple(int(x) for x in v)),
     "patience": ("train.patience", int),
     "early_stopping": ("train.early_stopping", bool),
     "seeds": ("train.seeds", lambda v: tuple(int(x) for x in v)),
@@ -74,7 +85,9 @@ def define_flags(groups=GROUPS, presets=None) -> None:
   groups = set(groups)
   flags.DEFINE_enum("preset", "demo", sorted(presets or config_lib.PRESETS),
                     "Starting configuration: demo (digits, CPU, ~minutes), smoke (<2 min), "
-                    "paper (the study on BigEarthNet-S2 records). Flags override it.")
+                    "paper (the study on BigEarthNet-S2 records), patient (function matching "
+                    "on a long cosine schedule), methods (stages.study: the teaching methods "
+                    "compared). Flags override it.")
   flags.DEFINE_string("workdir", None, "Output directory (default: the preset's, e.g. results/study_demo).")
   if "data" in groups:
     flags.DEFINE_string("data_dir", None, "Prepared data (stages.prepare output). Omit for the "
@@ -88,8 +101,22 @@ def define_flags(groups=GROUPS, presets=None) -> None:
   if "teachers" in groups:
     flags.DEFINE_string("teacher_zoo", None, "Teacher zoo directory with manifest.csv; omit to "
                         "train the demo zoo into <workdir>/teachers.")
-    flags.DEFINE_enum("teacher_mode", None, config_lib.TEACHER_MODES,
-                      "offline: cached teacher logits; online: teacher inside each step.")
+    flags.DEFINE_list("teacher_mode", None, "Teaching modes, one matrix axis: offline (cached "
+                      "logits of the plain image, the study), online (the same, teacher in the "
+                      "step), fixed (cached logits, augmented student views), independent (teacher "
+                      "online on its own augmented view), consistent (teacher online on the "
+                      "student's own augmented, mixed-up batch: function matching).")
+    flags.DEFINE_string("augment", None, "Augmentation of fixed/independent/consistent views: "
+                        "inception_crop (default), mild_crop (tiny images), simclr, study, none.")
+    flags.DEFINE_float("mixup", None, "Mixup Beta(m, m) on consistent runs' batches (function "
+                       "matching); 0 = off.")
+    flags.DEFINE_boolean("single_teachers", None, "Distil each selected teacher on its own "
+                         "(--nosingle_teachers: ensembles only).")
+    flags.DEFINE_list("ensemble_over", None, "Also distil ensembles over these teacher fields "
+                      "(encoder, encoder_optimizer, seed), e.g. encoder: the encoders of one split.")
+    flags.DEFINE_list("ensembles", None, "Explicit ensembles, each ID+ID+... of zoo teacher ids.")
+    flags.DEFINE_enum("ensemble_combine", None, config_lib.COMBINES, "Ensembles average logits "
+                      "or probabilities.")
   if "encoders" in groups:
     flags.DEFINE_list("encoders", None, "Only these pretrained encoders (BEN, CA_adam, ...) and "
                       "their teachers.")
@@ -97,23 +124,37 @@ def define_flags(groups=GROUPS, presets=None) -> None:
     flags.DEFINE_boolean("unsafe_load", False, "Load models with Keras safe_mode off (runs code "
                          "in Lambda layers). Only for checkpoints you trust.")
   if "students" in groups:
-    flags.DEFINE_list("archs", None, "Student architectures (see simclr_distill.models).")
+    flags.DEFINE_list("archs", None, "Student architectures (see simclr_distill.models); 'same' "
+                      "is self-distillation (the teacher's own network, re-initialised).")
+    flags.DEFINE_integer("generations", None, "Born-again generations: k+1 learns from k's "
+                         "student; the ensemble of the generations is scored too.")
+    flags.DEFINE_list("student_classes", None, "Unseen-class experiment (multiclass): train only "
+                      "on pool examples of these classes, e.g. 0,1,2,3,4,5.")
     flags.DEFINE_enum("head", None, ("study", "pooled"), "Student head.")
     flags.DEFINE_float("dropout", None, "Student head dropout.")
   if "loss" in groups:
-    flags.DEFINE_enum("loss", None, config_lib.LOSS_KINDS, "hard (the study), soft_kl, soft_xent.")
-    flags.DEFINE_float("temperature", None, "Soft-target temperature T (loss scaled by T^2).")
-    flags.DEFINE_float("alpha", None, "Weight of the ground-truth loss on labelled examples.")
+    flags.DEFINE_list("loss", None, "Losses, one matrix axis: hard (the study), soft_kl, soft_xent.")
+    flags.DEFINE_list("temperature", None, "Soft-target temperatures T (loss scaled by T^2), an "
+                      "axis, e.g. 1,4.")
+    flags.DEFINE_list("alpha", None, "Weights of the ground-truth loss on labelled examples, an axis.")
   if "schedule" in groups:
     flags.DEFINE_list("optimizers", None, "Student optimizers: adam, sgd.")
-    flags.DEFINE_float("learning_rate", None, "One learning rate for every optimizer.")
+    flags.DEFINE_list("learning_rate", None, "Learning rates for every optimizer, an axis "
+                      "(default: --adam_learning_rate / --sgd_learning_rate).")
+    flags.DEFINE_enum("schedule", None, config_lib.SCHEDULES, "Learning-rate schedule: constant, "
+                      "or cosine decay to 0 over the run (resumes where it stopped).")
+    flags.DEFINE_integer("warmup_epochs", None, "Linear warm-up epochs of the cosine schedule.")
+    flags.DEFINE_enum("select", None, config_lib.SELECTIONS, "Weights a validated run keeps: the "
+                      "best epoch on --monitor, or the last.")
     flags.DEFINE_float("adam_learning_rate", None, "Adam's learning rate (the study: 1e-4).")
     flags.DEFINE_float("sgd_learning_rate", None, "SGD's learning rate (momentum 0.9).")
     flags.DEFINE_integer("batch_size", None, "Per-replica batch size.")
-    flags.DEFINE_integer("epochs", None, "Maximum epochs per run.")
-    flags.DEFINE_integer("patience", None, "Early-stopping patience (epochs).")
-    flags.DEFINE_string("monitor", None, "Early-stopping metric: val_label_loss (default), val_auc "
-                        "(binary), val_accuracy (multiclass), val_agreement, val_loss.")
+    flags.DEFINE_list("epochs", None, "Maximum epochs per run, an axis.")
+    flags.DEFINE_integer("patience", None, "Early-stopping patience (epochs); 0 never stops "
+                         "(model selection only).")
+    flags.DEFINE_string("monitor", None, "Validation metric of model selection and early stopping: "
+                        "val_label_loss (default), val_auc (binary), val_accuracy (multiclass), "
+                        "val_agreement, val_kl, val_distill_loss, val_loss.")
     flags.DEFINE_boolean("early_stopping", None, "Early-stop on validation (holdout protocol).")
     flags.DEFINE_list("seeds", None, "Run seeds, e.g. 0,1,2.")
     flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (speed "
@@ -140,8 +181,16 @@ def define_flags(groups=GROUPS, presets=None) -> None:
 
 
 def _changes(mapping) -> dict:
-  return {path: convert(FLAGS[name].value) for name, (path, convert) in mapping.items()
-          if name in FLAGS and FLAGS[name].present}
+  changes = {}
+  for name, (path, convert) in mapping.items():
+    if name in FLAGS and FLAGS[name].present:
+      value = FLAGS[name].value
+      try:
+        changes[path] = convert(value)
+      except ValueError as e:
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        raise ValueError(f"--{name}={shown}: {e}") from None
+  return changes
 
 
 def config_from_flags(base: config_lib.DistillConfig | None = None) -> config_lib.DistillConfig:
@@ -151,6 +200,14 @@ def config_from_flags(base: config_lib.DistillConfig | None = None) -> config_li
   if "data_dir" in FLAGS and FLAGS["data_dir"].present:
     changes["data.source"] = "records"
   return config_lib.override(base, changes)
+
+
+def summary_keys(table, keys: list[str]) -> list[str]:
+  """The columns a stage's closing summary groups by: `keys`, with the teaching method after
+  the stage when the table compares several."""
+  if "method" in table and table["method"].dropna().nunique() > 1:
+    return [keys[0], "method", *keys[1:]]
+  return keys
 
 
 def safe_mode() -> bool:

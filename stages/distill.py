@@ -29,7 +29,8 @@ def main(argv):
     table = stage3.run_distillation(config, safe_mode=common.safe_mode())
     print(f"results: {config.workdir}/{results.TABLE_PARQUET} ({len(table)} rows)")
     if len(table):
-      print(results.summarize(table, ["stage", "arch", "split_percent"], ["f1"]).round(3).to_string())
+      print(results.summarize(table, common.summary_keys(table, ["stage", "arch", "split_percent"]),
+                              ["f1", "agreement"]).round(3).to_string())
 
   common.run_or_explain(go)
 

@@ -3,6 +3,8 @@ distill -> baseline.
 
   python -m stages.study                        # the digits demo on CPU (see README for time)
   python -m stages.study --preset=smoke --workdir=W
+  python -m stages.study --preset=methods       # hard vs soft labels, function matching,
+                                                # an ensemble teacher, born-again, 3 seeds
   python -m stages.study --preset=paper --data_dir=data/bigearthnet --archive_dir=BigEarthNet-v1.0 \\
       --strategy=mirrored --workdir=W           # the study: 3 encoders, 36 teachers, 180
                                                 # students, 120 baselines
@@ -18,7 +20,7 @@ from absl import app, flags
 
 from stages import common
 
-common.define_flags(common.GROUPS, presets=("demo", "paper", "smoke"))
+common.define_flags(common.GROUPS, presets=("demo", "methods", "paper", "smoke"))
 common.define_study_flags(pretraining=True, preparing=True)
 flags.adopt_module_key_flags(common)
 
@@ -34,7 +36,8 @@ def main(argv):
     table = study.run_study(cfg, safe_mode=common.safe_mode())
     print(f"results: {cfg.workdir}/{results.TABLE_PARQUET} ({len(table)} rows)")
     if len(table):
-      print(results.summarize(table, ["stage", "model", "split_percent"], ["f1"]).round(3).to_string())
+      print(results.summarize(table, common.summary_keys(table, ["stage", "model", "split_percent"]),
+                              ["f1", "agreement"]).round(3).to_string())
 
   common.run_or_explain(go)
 

@@ -107,6 +107,158 @@ def test_teacher_vs_students_reads_the_teachers_own_rows():
   assert points == {"cnn": ([0.85], [0.95]), "mlp": ([0.85], [0.75])}
 
 
+# Two teaching methods x three seeds with known F1 and agreement, one failed run (left out of
+# every aggregate) and a supervised baseline without a method.
+METHOD_F1 = {"soft_kl T=4": [0.5, 0.6, 0.7], "soft_kl T=1 / consistent+mixup1 / gen2": [0.8, 0.8, 0.9]}
+METHOD_AGREEMENT = {"soft_kl T=4": [0.9, 0.9, 0.9], "soft_kl T=1 / consistent+mixup1 / gen2": [0.7, 0.8, 0.9]}
+
+
+def methods_frame():
+  rows = []
+  for method, f1s in METHOD_F1.items():
+    for seed, (f1, agreement) in enumerate(zip(f1s, METHOD_AGREEMENT[method])):
+      rows.append({"run_id": f"{method}-{seed}", "stage": "distill", "method": method, "seed": seed,
+                   "f1": f1, "agreement": agreement, "teacher_kl": 0.1 if "gen2" in method else 0.3,
+                   "status": "ok", "temperature": 1.0 if "T=1" in method else 4.0,
+                   "generation": 2 if "gen2" in method else 1, "teacher_mode": "consistent",
+                   "arch": "mlp", "split_percent": 3, "learning_rate": 1e-3})
+  rows.append({**rows[0], "run_id": "failed", "f1": 0.0, "agreement": 0.0, "status": "error"})
+  rows.append({"run_id": "base", "stage": "baseline", "arch": "mlp", "seed": 0, "f1": 0.4,
+               "status": "ok", "split_percent": 3})
+  return dashboard.normalise(pd.DataFrame(rows).assign(source="here"))
+
+
+def test_summary_table_gives_mean_std_count_and_standard_error_over_seeds():
+  frame = methods_frame()
+  assert dashboard.default_group_by(frame) == ["stage", "method"]
+  assert dashboard.default_group_by(synthetic()) == ["stage", "arch"]
+  table = dashboard.summary_table(frame, ["stage", "method"], "f1")
+  assert list(table.columns) == ["stage", "method"] + [f"{m}_{s}" for m in ("f1", "agreement")
+                                                        for s in ("mean", "std", "count", "se")]
+  assert list(zip(table["stage"], table["method"])) == [
+      ("baseline", ""), ("distill", "soft_kl T=1 / consistent+mixup1 / gen2"), ("distill", "soft_kl T=4")]
+  for method, f1s in METHOD_F1.items():
+    row = table[table["method"] == method].iloc[0]
+    for metric, values in (("f1", f1s), ("agreement", METHOD_AGREEMENT[method])):
+      std = np.std(values, ddof=1)
+      assert row[f"{metric}_mean"] == pytest.approx(np.mean(values), abs=1e-12)
+      assert row[f"{metric}_std"] == pytest.approx(std, abs=1e-12)
+      assert row[f"{metric}_count"] == 3  # the failed run is not counted
+      assert row[f"{metric}_se"] == pytest.approx(std / np.sqrt(3), abs=1e-12)
+  t4 = table[table["method"] == "soft_kl T=4"].iloc[0]
+  assert (t4["f1_mean"], t4["f1_std"], t4["agreement_std"]) == pytest.approx((0.6, 0.1, 0.0))
+  baseline = table[table["stage"] == "baseline"].iloc[0]
+  assert baseline["f1_count"] == 1 and np.isnan(baseline["agreement_count"])
+  # The chosen metric is summarised beside agreement; no grouping puts all finished runs together.
+  everything = dashboard.summary_table(frame, [], "teacher_kl")
+  assert everything["group"].tolist() == ["all runs"] and everything["teacher_kl_count"].iloc[0] == 6
+  assert everything["teacher_kl_mean"].iloc[0] == pytest.approx(0.2)
+  by_seed = dashboard.summary_table(frame, ["seed"], "agreement")
+  assert by_seed["agreement_count"].tolist() == [2, 2, 2] and "f1_mean" not in by_seed
+
+
+def test_metric_by_method_plots_mean_and_std_per_method_best_first():
+  frame = methods_frame()
+  fig = figures.metric_by_method(frame, "f1")
+  assert [t.name for t in fig.data] == ["distill"]  # the baseline has no method
+  points = dict(zip(fig.data[0].y, zip(fig.data[0].x, fig.data[0].error_x.array, fig.data[0].customdata)))
+  for method, f1s in METHOD_F1.items():
+    assert points[method] == pytest.approx((np.mean(f1s), np.std(f1s, ddof=1), 3))
+  # Plotly draws the first category at the bottom: the best method is last.
+  assert fig.layout.yaxis.categoryarray[-1] == "soft_kl T=1 / consistent+mixup1 / gen2"
+  kl = figures.metric_by_method(frame, "teacher_kl")  # lower is better
+  assert kl.layout.yaxis.categoryarray[-1] == "soft_kl T=1 / consistent+mixup1 / gen2"
+  assert list(figures.metric_by_method(frame, "agreement").layout.yaxis.categoryarray)[-1] == "soft_kl T=4"
+  empty = figures.metric_by_method(synthetic(), "f1")
+  assert not empty.data and "with a method" in empty.layout.annotations[0].text
+
+
+def _ids(component):
+  """Every id in a Dash layout."""
+  found = [component.id] if getattr(component, "id", None) else []
+  children = getattr(component, "children", None)
+  for child in children if isinstance(children, (list, tuple)) else [children]:
+    if hasattr(child, "to_plotly_json"):
+      found += _ids(child)
+  return found
+
+
+def test_filters_and_metrics_appear_only_for_columns_with_values(tmp_path):
+  new = methods_frame()
+  assert new["temperature"].tolist()[:4] == ["4", "4", "4", "1"] and new["learning_rate"].iloc[0] == "0.001"
+  present = dashboard.present_categorical(new)
+  assert {"method", "teacher_mode", "generation", "temperature", "learning_rate"} <= set(present)
+  assert not {"augment", "schedule", "select", "student_classes", "ensemble_combine", "alpha", "mixup",
+              "max_epochs"} & set(present)
+  ids = _ids(dashboard.make_app(new).layout)
+  for column in ("method", "teacher_mode", "generation", "temperature", "learning_rate"):
+    assert f"filter-{column}" in ids
+  assert "filter-augment" not in ids and "filter-mixup" not in ids
+  assert {"range-teacher_kl", "fig-by_method", "group-by", "summary-table"} <= set(ids)
+  assert "teacher_kl" in dashboard.present_metrics(new) and "last_f1" not in dashboard.present_metrics(new)
+
+  old = tmp_path / "old.csv"  # A table from before the new columns.
+  synthetic().drop(columns=["method", "temperature", "teacher_kl"]).to_csv(old, index=False)
+  frame, _ = dashboard.load_sources([old])
+  assert (frame["method"] == "").all() and frame["teacher_kl"].isna().all()
+  old_ids = _ids(dashboard.make_app(frame).layout)
+  assert "filter-arch" in old_ids and "summary-table" in old_ids
+  assert not [i for i in old_ids if i in ("filter-method", "filter-generation", "filter-temperature",
+                                          "filter-freeze", "range-teacher_kl", "fig-by_method")]
+  assert "teacher_kl" not in dashboard.present_metrics(frame)
+  assert dashboard.filter_frame(new, {"temperature": [1], "generation": ["2"]})["f1"].tolist() == [0.8, 0.8, 0.9]
+
+
+def _report_data(path):
+  """The JSON payload an exported report inlines."""
+  html, marker = path.read_text(), '<script id="report-data" type="application/json">'
+  start = html.index(marker) + len(marker)
+  return json.loads(html[start:html.index("</script>", start)])
+
+
+def test_exported_report_has_the_new_filters_the_methods_figure_and_the_summary(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import Select
+
+  old = _report_data(dashboard.export_report(synthetic(), tmp_path / "old.html"))
+  assert "method" not in old["categorical"] and not old["methods"] and old["groupBy"] == ["stage", "arch"]
+  frame = methods_frame()
+  path = dashboard.export_report(frame, tmp_path / "methods.html")
+  data = _report_data(path)
+  assert {"method", "teacher_mode", "generation", "temperature"} <= set(data["categorical"])
+  assert "augment" not in data["categorical"] and "teacher_kl" in data["numeric"]
+  assert data["methods"] and data["groupBy"] == ["stage", "method"]
+  assert 'id="group-by"' in path.read_text() and 'id="summary"' in path.read_text()
+  with browser.chromium() as driver:
+    driver.get(path.as_uri())
+    total = len(frame)
+    browser.wait_for(lambda: _count(driver) == f"{total} of {total} runs", 30, "the report to render")
+    options = [o.get_attribute("value") for o in Select(driver.find_element(By.ID, "filter-method")).options]
+    assert options == ["", "soft_kl T=1 / consistent+mixup1 / gen2", "soft_kl T=4"]
+    assert driver.find_elements(By.ID, "filter-temperature") and not driver.find_elements(By.ID, "filter-augment")
+
+    def summary():
+      return driver.execute_script(
+          "const t = document.getElementById('summary-table');"
+          "return [[...t.tHead.rows[0].cells].map(c => c.innerText)]"
+          ".concat([...t.tBodies[0].rows].map(r => [...r.cells].map(c => c.innerText)))")
+
+    head, *rows = summary()
+    assert head[:7] == ["stage", "method", "f1_mean", "f1_std", "f1_count", "f1_se", "agreement_mean"]
+    assert rows[2][:6] == ["distill", "soft_kl T=4", "0.6000", "0.1000", "3", f"{0.1 / np.sqrt(3):.4f}"]
+    assert rows[1][6:10] == ["0.8000", "0.1000", "3", f"{0.1 / np.sqrt(3):.4f}"]
+    assert sorted(_trace_names(driver, "by_method")) == ["distill"]
+    Select(driver.find_element(By.ID, "filter-generation")).select_by_value("2")
+    browser.wait_for(lambda: _count(driver) == f"3 of {total} runs", 10, "the generation filter")
+    assert [r[1] for r in summary()[1:]] == ["soft_kl T=1 / consistent+mixup1 / gen2"]
+    group_by = Select(driver.find_element(By.ID, "group-by"))
+    group_by.deselect_all()
+    group_by.select_by_value("seed")
+    browser.wait_for(lambda: summary()[0][0] == "seed", 10, "the grouping")
+    assert [r[:1] + r[3:4] for r in summary()[1:]] == [["0", "1"], ["1", "1"], ["2", "1"]]
+    assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+
+
 # ---- Sources ------------------------------------------------------------------------------------
 
 
@@ -188,6 +340,14 @@ def test_dashboard_filters_change_the_table_and_figures_in_chromium(smoke_study,
     stage_cells = driver.execute_script(
         "return [...document.querySelectorAll('#table td[data-dash-column=stage]')].map(td => td.innerText.trim())")
     assert stage_cells and set(stage_cells) == {"distill"}
+    # The summary follows the filter: its groups are distilled ones and hold every finished run.
+    frame, _ = dashboard.load_sources([workdir], [pub] if pub else [])
+    finished = figures.finished(frame[frame["stage"] == "distill"])
+    summary = lambda column: driver.execute_script(  # noqa: E731
+        f"return [...document.querySelectorAll('#summary-table td[data-dash-column={column}]')]"
+        ".map(td => td.innerText.trim())")
+    browser.wait_for(lambda: set(summary("stage")) == {"distill"}, 30, "the summary to follow the filter")
+    assert sum(int(c) for c in summary("f1_count")) == finished["f1"].notna().sum()
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     driver.find_element(By.ID, "download-button").click()

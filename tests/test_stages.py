@@ -119,7 +119,7 @@ def test_bad_flags_stop_with_a_message_and_nonzero_status(smoke, args, message):
 def test_help_documents_the_stage(name):
   proc = stage(f"stages.{name}", "--help", check=False)  # absl's --help exits with status 1
   assert "python -m stages." in proc.stdout
-  assert ("--workdirs" if name == "results" else "--preset: <demo|paper|smoke>") in proc.stdout
+  assert ("--workdirs" if name == "results" else "--preset: <demo|paper|patient|smoke>") in proc.stdout
 
 
 def test_multiclass_digits_through_the_stage(tmp_path):

@@ -1,10 +1,12 @@
 """The results dashboard: a Dash app over one or more results tables, and its static export.
 
 Sources are workdirs (their row files), table files (.parquet/.csv) and the study's published
-CSVs (`published.py`); each row keeps its `source`. Every categorical column gets a
-multi-select filter and every metric a range; the figures, the table and the CSV download all
-follow the filters. `export_report` writes the same figures and table as one self-contained
-HTML file whose filters run in the browser (plotly.js and the rows are inlined).
+CSVs (`published.py`); each row keeps its `source`. Every categorical column with a value
+(experiment axes such as the teaching method, generation or temperature included) gets a
+multi-select filter and every metric a range; the figures, the seed summary (mean, std, count
+and standard error per group of runs), the table and the CSV download all follow the filters.
+`export_report` writes the same figures and tables as one self-contained HTML file whose
+filters run in the browser (plotly.js and the rows are inlined).
 """
 
 from __future__ import annotations
@@ -24,12 +26,20 @@ log = logging.getLogger(__name__)
 
 CATEGORICAL = ("source", "stage", "protocol", "model", "encoder_optimizer", "student_optimizer",
                "labeling", "split_percent", "arch", "teacher_id", "seed", "loss_kind", "init",
-               "freeze")
-NUMERIC = ("f1", "f0.5", "auc", "accuracy", "precision", "recall", "agreement", "epochs_run",
-           "wall_seconds")
-TABLE_COLUMNS = ("source", "stage", "model", "labeling", "split_percent", "arch", "student_optimizer",
-                 "seed", "teacher_id", "protocol", "loss_kind", "f1", "f0.5", "auc", "accuracy",
-                 "precision", "recall", "agreement", "teacher_f1", "epochs_run", "run_id")
+               "freeze", "method", "teacher_mode", "generation", "augment", "schedule", "select",
+               "student_classes", "ensemble_combine", "temperature", "alpha", "learning_rate",
+               "mixup", "max_epochs")
+# Categorical columns whose values are numbers: shown as "4", "0.001", sorted numerically (sweep
+# axes such as the temperature take a few discrete values, so they filter like categories).
+NUMBER_AXES = ("split_percent", "seed", "generation", "student_classes", "temperature", "alpha",
+               "learning_rate", "mixup", "max_epochs")
+NUMERIC = ("f1", "f0.5", "auc", "accuracy", "precision", "recall", "agreement", "teacher_kl",
+           "last_f1", "seen_accuracy", "unseen_accuracy", "epochs_run", "wall_seconds")
+TABLE_COLUMNS = ("source", "stage", "method", "teacher_mode", "generation", "temperature", "model",
+                 "labeling", "split_percent", "arch", "student_optimizer", "seed", "teacher_id",
+                 "protocol", "loss_kind", "f1", "f0.5", "auc", "accuracy", "precision", "recall",
+                 "agreement", "teacher_kl", "teacher_f1", "epochs_run", "run_id")
+SUMMARY_METRICS = ("agreement",)  # summarised beside the chosen metric
 COMPARISONS = (  # (figure id, title, colour column, stages kept)
     ("by_arch", "by architecture", "arch", None),
     ("by_optimizer", "Adam vs SGD", "student_optimizer", None),
@@ -79,13 +89,26 @@ def load_sources(paths: Sequence[str | pathlib.Path] = (),
   return frame, messages
 
 
+def _number_text(value) -> str:
+  """4.0 -> "4", 0.001 -> "0.001"; text that is not a number stays as it is."""
+  if pd.api.types.is_scalar(value) and pd.isna(value):
+    return ""
+  try:
+    number = float(value)
+  except (TypeError, ValueError):
+    return str(value)
+  if not np.isfinite(number):
+    return "" if np.isnan(number) else str(value)
+  return str(int(number)) if number.is_integer() else f"{number:.10g}"
+
+
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
   """Every schema column present (missing ones empty), categorical columns as text."""
   frame = frame.reindex(columns=list(dict.fromkeys([*results.COLUMNS, "source", *frame.columns])))
   for column in CATEGORICAL:
     values = frame[column]
-    if column in ("split_percent", "seed"):
-      values = pd.to_numeric(values, errors="coerce").astype("Int64")
+    if column in NUMBER_AXES:
+      values = values.astype(object).map(_number_text)
     frame[column] = values.astype("string").fillna("")
   for column in NUMERIC + ("teacher_f1",):
     frame[column] = pd.to_numeric(frame[column], errors="coerce")
@@ -119,13 +142,55 @@ def numeric_bounds(frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
   return bounds
 
 
+def present_categorical(frame: pd.DataFrame) -> list[str]:
+  """The categorical columns with at least one non-empty value (the filters worth showing)."""
+  return [c for c in CATEGORICAL if c in frame and (frame[c].fillna("") != "").any()]
+
+
+def present_metrics(frame: pd.DataFrame) -> list[str]:
+  """The metrics (of `figures.METRICS`) with at least one value; ["f1"] when none has."""
+  return [m for m in figures.METRICS if m in frame and frame[m].notna().any()] or ["f1"]
+
+
+def default_group_by(frame: pd.DataFrame) -> list[str]:
+  """The summary's default grouping: stage and method, or stage and arch before methods."""
+  present = present_categorical(frame)
+  return [c for c in ("stage", "method" if "method" in present else "arch") if c in present]
+
+
+def summary_table(frame: pd.DataFrame, group_by: Sequence[str], metric: str = "f1") -> pd.DataFrame:
+  """Mean, std, count and standard error over runs (seeds) of `metric` and of agreement per group.
+
+  Columns: the group keys, then `<metric>_mean`, `<metric>_std`, `<metric>_count`, `<metric>_se`
+  for each summarised metric. No keys puts every finished run in one group.
+  """
+  keys = list(group_by) or ["group"]
+  frame = frame if group_by else frame.assign(group="all runs")
+  table = None
+  for m in dict.fromkeys([metric, *SUMMARY_METRICS]):
+    if m not in frame:
+      continue
+    stats = figures.group_stats(frame, keys, m).rename(
+        columns={s: f"{m}_{s}" for s in ("mean", "std", "count", "se")})
+    table = stats if table is None else table.merge(stats, on=keys, how="outer")
+  if table is None:
+    return pd.DataFrame(columns=keys)
+  return table.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
 def component_id(prefix: str, column: str) -> str:
   """A Dash-safe element id for a column's control (Dash ids cannot hold '.')."""
   return f"{prefix}-{column.replace('.', '_')}"
 
 
-def split_order(values) -> list[str]:
-  return sorted(set(values), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
+def value_order(values) -> list[str]:
+  """Distinct values, numbers first in numeric order, then text."""
+  def key(v):
+    try:
+      return (0, float(v), "")
+    except ValueError:
+      return (1, 0.0, v)
+  return sorted(set(values), key=key)
 
 
 # ---- Figures ------------------------------------------------------------------------------------
@@ -134,6 +199,7 @@ def split_order(values) -> list[str]:
 def comparison_figures(frame: pd.DataFrame, metric: str) -> dict:
   out = {key: figures.metric_by_split(frame, metric, color, title=f"{metric}: {title}")
          for key, title, color, _ in COMPARISONS}
+  out["by_method"] = figures.metric_by_method(frame, metric)
   out["teacher"] = figures.teacher_vs_students(frame, metric)
   return out
 
@@ -141,7 +207,7 @@ def comparison_figures(frame: pd.DataFrame, metric: str) -> dict:
 def run_figures(frame: pd.DataFrame, metric: str, selected: Sequence[str] = ()) -> dict:
   """PR curves and training curves of the selected runs (default: the best five by metric)."""
   rows = frame[frame["run_id"].isin(selected)] if selected else frame.sort_values(
-      metric, ascending=False, na_position="last")
+      metric, ascending=metric in figures.LOWER_IS_BETTER, na_position="last")
   rows = rows[rows["checkpoint"].fillna("") != ""]
   return {"pr": figures.precision_recall(figures.load_run_files(rows, "predictions.parquet", 5)),
           "curves": figures.training_curves(figures.load_run_files(rows, "history.csv", 5),
@@ -158,12 +224,12 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
 
   app = dash.Dash(__name__, title=title)
   bounds = numeric_bounds(frame)
-  metrics = [m for m in figures.METRICS if m in frame and frame[m].notna().any()] or ["f1"]
+  metrics = present_metrics(frame)
   published_rows = frame[frame["source"] == published.SOURCE]
   reproduced_rows = frame[frame["source"] != published.SOURCE]
 
   def dropdown(column):
-    values = split_order(frame[column].unique()) if column in ("split_percent", "seed") else sorted(frame[column].unique())
+    values = value_order(frame[column].unique()) if column in NUMBER_AXES else sorted(frame[column].unique())
     return html.Div([html.Label(column, htmlFor=component_id("filter", column)),
                      dcc.Dropdown(id=component_id("filter", column), options=[{"label": v or "(none)", "value": v} for v in values],
                                   multi=True, placeholder="all")],
@@ -177,9 +243,11 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
         marks=None, tooltip={"placement": "bottom", "always_visible": False})],
         style={"marginBottom": "6px"})
 
-  categorical = [c for c in CATEGORICAL if frame[c].nunique() > 0]
+  categorical = present_categorical(frame)
   numeric = [c for c in NUMERIC if c in bounds]
-  graphs = [dcc.Graph(id=f"fig-{key}", style={"minWidth": 0}) for key in (*[c[0] for c in COMPARISONS], "teacher", "pr", "curves")]
+  # The methods figure only once some row names its teaching method.
+  figure_keys = [c[0] for c in COMPARISONS] + (["by_method"] if "method" in categorical else []) + ["teacher"]
+  graphs = [dcc.Graph(id=f"fig-{key}", style={"minWidth": 0}) for key in (*figure_keys, "pr", "curves")]
   comparison_block = []
   if len(published_rows) and len(reproduced_rows):
     comparison_block = [html.H3("Published vs reproduced"), dcc.Graph(id="fig-published"),
@@ -203,6 +271,13 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
               html.Div(graphs, style={"display": "grid",
                                      "gridTemplateColumns": "repeat(auto-fit, minmax(460px, 1fr))"}),
               *comparison_block,
+              html.H3("Summary"),
+              html.Div([html.Label("group by", htmlFor="group-by"),
+                        dcc.Dropdown(id="group-by", options=categorical, value=default_group_by(frame),
+                                     multi=True, placeholder="all runs in one group")],
+                       style={"maxWidth": "600px", "marginBottom": "6px"}),
+              dash_table.DataTable(id="summary-table", page_size=20, sort_action="native",
+                                   style_table={"overflowX": "auto"}, style_cell={"fontSize": 12}),
               html.H3("Runs"),
               dash_table.DataTable(
                   id="table", columns=[{"name": c, "id": c} for c in TABLE_COLUMNS],
@@ -225,7 +300,7 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
     return filter_frame(frame, selections, ranges)
 
   outputs = [Output("table", "data"), Output("row-count", "children")] + [
-      Output(f"fig-{key}", "figure") for key in (*[c[0] for c in COMPARISONS], "teacher")]
+      Output(f"fig-{key}", "figure") for key in figure_keys]
 
   @app.callback(*outputs, Input("metric", "value"), *filter_inputs, *range_inputs)
   def update(metric, *args):
@@ -234,8 +309,14 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
     table = rows[list(TABLE_COLUMNS)].copy()
     table["id"] = table["run_id"]
     data = json.loads(table.to_json(orient="records", double_precision=4))
-    return (data, f"{len(rows)} of {len(frame)} runs", *[figs[c[0]] for c in COMPARISONS],
-            figs["teacher"])
+    return (data, f"{len(rows)} of {len(frame)} runs", *[figs[key] for key in figure_keys])
+
+  @app.callback(Output("summary-table", "data"), Output("summary-table", "columns"),
+                Input("metric", "value"), Input("group-by", "value"), *filter_inputs, *range_inputs)
+  def update_summary(metric, group_by, *args):
+    table = summary_table(filtered(args), group_by or [], metric)
+    data = json.loads(table.to_json(orient="records", double_precision=4))
+    return data, [{"name": c, "id": c} for c in table.columns]
 
   @app.callback(Output("fig-pr", "figure"), Output("fig-curves", "figure"), Input("metric", "value"),
                 Input("table", "selected_row_ids"), *filter_inputs, *range_inputs)
@@ -293,11 +374,13 @@ def export_report(frame: pd.DataFrame, path: str | pathlib.Path, messages: Seque
     curve = {c: pd.to_numeric(history[c], errors="coerce").round(4).tolist()
              for c in ("label_loss", "val_label_loss") if c in history}
     runs.setdefault(run_id, {})["curves"] = curve
-  payload = {"rows": rows, "categorical": [c for c in CATEGORICAL if frame[c].nunique() > 0],
+  categorical = present_categorical(frame)
+  payload = {"rows": rows, "categorical": categorical,
              "numeric": [c for c in NUMERIC if frame[c].notna().any()], "table": list(TABLE_COLUMNS),
              "comparisons": [[key, label, color] for key, label, color, _ in COMPARISONS],
-             "metrics": [m for m in figures.METRICS if m in frame and frame[m].notna().any()] or ["f1"],
-             "runs": runs, "messages": list(messages), "title": title}
+             "metrics": present_metrics(frame), "methods": "method" in categorical,
+             "groupBy": default_group_by(frame), "summaryMetrics": list(SUMMARY_METRICS),
+             "lowerIsBetter": list(figures.LOWER_IS_BETTER), "runs": runs, "messages": list(messages), "title": title}
   data = json.dumps(payload).replace("</", "<\\/")
   html = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -312,7 +395,9 @@ td, th {{ border: 1px solid #ddd; padding: 2px 4px; }} th {{ cursor: pointer; ba
 </head><body>
 <div class="wrap"><div id="side"></div><div id="main"><h2 id="title"></h2><div id="messages"></div>
 <div id="row-count" style="font-weight:bold"></div><div class="grid" id="figures"></div>
-<div id="comparison"></div><h3>Runs</h3><div id="table"></div></div></div>
+<div id="comparison"></div><h3>Summary</h3><label for="group-by">group by (none selected = all runs in one group)</label>
+<select id="group-by" multiple style="max-width: 600px"></select><div id="summary"></div>
+<h3>Runs</h3><div id="table"></div></div></div>
 <script id="report-data" type="application/json">{data}</script>
 <script>{_REPORT_JS.read_text()}</script>
 </body></html>

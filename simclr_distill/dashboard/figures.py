@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-METRICS = ("f1", "f0.5", "auc", "accuracy", "precision", "recall", "agreement", "loss")
+METRICS = ("f1", "f0.5", "auc", "accuracy", "precision", "recall", "agreement", "teacher_kl",
+           "last_f1", "seen_accuracy", "unseen_accuracy", "loss")
+LOWER_IS_BETTER = ("teacher_kl", "loss")
 _LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=50, b=45), height=360,
                legend=dict(orientation="h", y=-0.2))
 
@@ -28,12 +30,14 @@ def finished(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def group_stats(frame: pd.DataFrame, keys, metric: str) -> pd.DataFrame:
-  """Mean, std (0 for one run) and count of `metric` per group, with the keys as columns."""
+  """Mean, std (0 for one run), count and standard error (std / sqrt(count)) of `metric` per
+  group, with the keys as columns."""
   data = finished(frame)[list(keys) + [metric]].copy()
   data[metric] = pd.to_numeric(data[metric], errors="coerce")
   data = data.dropna(subset=[metric])
   stats = data.groupby(list(keys), dropna=False)[metric].agg(["mean", "std", "count"]).reset_index()
   stats["std"] = stats["std"].fillna(0.0)
+  stats["se"] = stats["std"] / np.sqrt(stats["count"])
   return stats
 
 
@@ -74,6 +78,30 @@ def metric_by_split(frame: pd.DataFrame, metric: str = "f1", color: str = "arch"
                       "+- %{error_y.array:.3f}<br>%{customdata} runs<extra></extra>"))
   fig.update_layout(title=title, xaxis_title="labelled data (split)", yaxis_title=metric, **_LAYOUT)
   fig.update_xaxes(type="category", categoryorder="array", categoryarray=[f"{s}%" for s in splits])
+  return fig
+
+
+def metric_by_method(frame: pd.DataFrame, metric: str = "f1") -> go.Figure:
+  """Mean +- std of `metric` per teaching method (rows without a method left out), one colour
+  per stage, methods ordered best first."""
+  title = f"{metric} by method"
+  if frame.empty or metric not in frame or "method" not in frame:
+    return _empty(title, "no rows match the filters")
+  stats = group_stats(frame[frame["method"].fillna("") != ""], ["stage", "method"], metric)
+  if stats.empty:
+    return _empty(title, f"no finished run with a method has a {metric}")
+  best = stats.groupby("method")["mean"].mean().sort_values(ascending=metric in LOWER_IS_BETTER)
+  fig = go.Figure()
+  for stage, group in stats.groupby("stage", sort=True):
+    fig.add_trace(go.Scatter(
+        x=group["mean"], y=group["method"], mode="markers", name=str(stage) or "(none)",
+        error_x=dict(type="data", array=group["std"], visible=True), customdata=group["count"],
+        hovertemplate=f"%{{y}}<br>{metric} %{{x:.3f}} +- %{{error_x.array:.3f}}<br>"
+                      "%{customdata} runs<extra>%{fullData.name}</extra>"))
+  fig.update_layout(title=title, xaxis_title=metric, **{**_LAYOUT, "height": max(360, 150 + 30 * len(best))})
+  # Best at the top: plotly draws the first category at the bottom.
+  fig.update_yaxes(type="category", categoryorder="array", categoryarray=list(best.index[::-1]),
+                   automargin=True)
   return fig
 
 

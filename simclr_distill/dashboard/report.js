@@ -1,6 +1,6 @@
-// The static report's filters, figures and table (simclr_distill.dashboard.export_report).
+// The static report's filters, figures, summary and table (simclr_distill.dashboard.export_report).
 // Mirrors simclr_distill/dashboard/figures.py: a point is the mean of its group's runs, its error bar
-// their standard deviation.
+// their standard deviation; the summary mirrors dashboard.summary_table.
 (function () {
   "use strict";
   const D = JSON.parse(document.getElementById("report-data").textContent);
@@ -84,23 +84,30 @@
 
   function finished(rows) { return rows.filter(r => (r.status ?? "ok") === "ok" || r.status === undefined); }
 
-  function groupStats(rows, color, metric) {
+  // figures.group_stats: mean, std (0 for one run), count and standard error of metric per group.
+  function statsBy(rows, keys, metric) {
     const groups = new Map();
-    const sources = new Set(rows.map(r => r.source)).size > 1;
     for (const r of rows) {
       const v = r[metric];
       if (v === null || v === undefined || isNaN(v)) continue;
-      // Several sources (e.g. the published study and a reproduction): one line each.
-      const name = (r[color] || "(none)") + (sources ? " [" + r.source + "]" : "");
-      const key = name + "\u0000" + r.split_percent;
-      if (!groups.has(key)) groups.set(key, { name: name, split: r.split_percent, values: [] });
+      const values = keys.map(k => r[k] ?? "");
+      const key = JSON.stringify(values);
+      if (!groups.has(key)) groups.set(key, { keys: values, values: [] });
       groups.get(key).values.push(v);
     }
     return [...groups.values()].map(g => {
       const n = g.values.length, mean = g.values.reduce((a, b) => a + b, 0) / n;
       const sd = n > 1 ? Math.sqrt(g.values.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
-      return { name: g.name, split: g.split, mean: mean, std: sd, count: n };
+      return { keys: g.keys, mean: mean, std: sd, count: n, se: sd / Math.sqrt(n) };
     });
+  }
+
+  function groupStats(rows, color, metric) {
+    // Several sources (e.g. the published study and a reproduction): one line each.
+    const sources = new Set(rows.map(r => r.source)).size > 1;
+    return statsBy(rows, [color, "split_percent", "source"], metric).map(s => ({
+      name: (s.keys[0] || "(none)") + (sources ? " [" + s.keys[2] + "]" : ""), split: s.keys[1],
+      mean: s.mean, std: s.std, count: s.count }));
   }
 
   const layout = title => ({ title: { text: title }, template: "plotly_white", height: 360,
@@ -134,6 +141,30 @@
     return { data: data, layout: l };
   }
 
+  // figures.metric_by_method: mean +- std per method, one colour per stage, best method on top.
+  function methodFigure(rows, metric) {
+    const title = metric + " by method";
+    const stats = statsBy(rows.filter(r => r.method), ["stage", "method"], metric);
+    if (!stats.length) return emptyFigure(title, "no finished run with a method has a " + metric);
+    const lower = D.lowerIsBetter.includes(metric);
+    const methods = statsBy(stats.map(s => ({ method: s.keys[1], mean: s.mean })), ["method"], "mean")
+      .sort((a, b) => lower ? b.mean - a.mean : a.mean - b.mean).map(s => s.keys[0]);
+    const stages = [...new Set(stats.map(s => s.keys[0]))].sort();
+    const data = stages.map(stage => {
+      const points = stats.filter(s => s.keys[0] === stage);
+      return { type: "scatter", mode: "markers", name: stage || "(none)", x: points.map(p => p.mean),
+        y: points.map(p => p.keys[1]), error_x: { type: "data", array: points.map(p => p.std), visible: true },
+        customdata: points.map(p => p.count),
+        hovertemplate: "%{y}<br>" + metric + " %{x:.3f}<br>%{customdata} runs<extra>%{fullData.name}</extra>" };
+    });
+    const l = layout(title);
+    l.height = Math.max(360, 150 + 30 * methods.length);
+    l.xaxis = { title: { text: metric } };
+    // Best at the top: plotly draws the first category at the bottom.
+    l.yaxis = { type: "category", categoryorder: "array", categoryarray: methods, automargin: true };
+    return { data: data, layout: l };
+  }
+
   function teacherFigure(rows, metric) {
     const title = "students vs their teacher (" + metric + ")";
     const teacher = new Map();
@@ -157,7 +188,8 @@
   }
 
   function runFigures(rows, metric) {
-    const ranked = rows.filter(r => D.runs[r.run_id]).sort((a, b) => (b[metric] ?? -Infinity) - (a[metric] ?? -Infinity)).slice(0, 5);
+    const sign = D.lowerIsBetter.includes(metric) ? -1 : 1;  // best five first
+    const ranked = rows.filter(r => D.runs[r.run_id]).sort((a, b) => sign * ((b[metric] ?? -sign * Infinity) - (a[metric] ?? -sign * Infinity))).slice(0, 5);
     const pr = ranked.filter(r => D.runs[r.run_id].pr).map(r => ({ type: "scatter", mode: "lines", line: { shape: "hv" },
       name: r.run_id, x: D.runs[r.run_id].pr[0], y: D.runs[r.run_id].pr[1] }));
     const curves = [];
@@ -180,7 +212,7 @@
   }
 
   const figureBox = document.getElementById("figures");
-  const figureIds = [...D.comparisons.map(c => c[0]), "teacher", "pr", "curves"];
+  const figureIds = [...D.comparisons.map(c => c[0]), ...(D.methods ? ["by_method"] : []), "teacher", "pr", "curves"];
   for (const id of figureIds) {
     const div = document.createElement("div");
     div.id = "fig-" + id;
@@ -190,6 +222,48 @@
   function cell(value) {
     if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(4);
     return value ?? "";
+  }
+
+  const groupBy = document.getElementById("group-by");
+  groupBy.size = Math.max(2, Math.min(D.categorical.length, 6));
+  for (const column of D.categorical) groupBy.add(new Option(column, column, false, D.groupBy.includes(column)));
+
+  // dashboard.summary_table: per group, mean, std, count and standard error over runs.
+  function renderSummary(rows, metric) {
+    const chosen = [...groupBy.selectedOptions].map(o => o.value);
+    const keys = chosen.length ? chosen : ["group"];
+    const grouped = chosen.length ? rows : rows.map(r => ({ ...r, group: "all runs" }));
+    const groups = new Map();
+    const metrics = [...new Set([metric, ...D.summaryMetrics])];
+    for (const m of metrics) {
+      for (const s of statsBy(grouped, keys, m)) {
+        const id = JSON.stringify(s.keys);
+        if (!groups.has(id)) groups.set(id, { keys: s.keys });
+        groups.get(id)[m] = s;
+      }
+    }
+    const sorted = [...groups.values()].sort((a, b) => {
+      for (let i = 0; i < keys.length; i++) {
+        const order = String(a.keys[i]).localeCompare(String(b.keys[i]));
+        if (order) return order;
+      }
+      return 0;
+    });
+    const table = document.createElement("table");
+    table.id = "summary-table";
+    const head = table.createTHead().insertRow();
+    const stats = ["mean", "std", "count", "se"];
+    for (const c of [...keys, ...metrics.flatMap(m => stats.map(s => m + "_" + s))]) {
+      const th = document.createElement("th"); th.textContent = c; head.appendChild(th);
+    }
+    const body = table.createTBody();
+    for (const g of sorted) {
+      const tr = body.insertRow();
+      tr.dataset.keys = JSON.stringify(g.keys);
+      for (const k of g.keys) tr.insertCell().textContent = k;
+      for (const m of metrics) for (const s of stats) tr.insertCell().textContent = g[m] ? cell(g[m][s]) : "";
+    }
+    document.getElementById("summary").replaceChildren(table);
   }
 
   function renderTable(rows) {
@@ -270,16 +344,22 @@
       const fig = bySplit(ok, metric, color, metric + ": " + label);
       Plotly.react("fig-" + key, fig.data, fig.layout);
     }
+    if (D.methods) {
+      const methods = methodFigure(ok, metric);
+      Plotly.react("fig-by_method", methods.data, methods.layout);
+    }
     const teacher = teacherFigure(ok, metric);
     Plotly.react("fig-teacher", teacher.data, teacher.layout);
     const runs = runFigures(ok, metric);
     Plotly.react("fig-pr", runs.pr.data, runs.pr.layout);
     Plotly.react("fig-curves", runs.curves.data, runs.curves.layout);
     renderComparison(ok, metric);
+    renderSummary(ok, metric);
     renderTable(rows);
   }
 
   metricSelect.addEventListener("change", update);
+  groupBy.addEventListener("change", update);
   for (const select of Object.values(filters)) select.addEventListener("change", update);
   for (const [lo, hi] of Object.values(ranges)) { lo.addEventListener("change", update); hi.addEventListener("change", update); }
   update();
