@@ -3,6 +3,7 @@
   python -m stages.results --workdirs=results/study_demo
   python -m stages.results --workdirs=W --filter='stage == "distill" and split_percent <= 10'
   python -m stages.results --workdirs=W --group_by=stage,arch,split_percent --metrics=f1,agreement
+  python -m stages.results --workdirs=results/methods_demo --group_by=stage,method
 
 Reads workdirs (their per-run rows) or .parquet/.csv tables; writes nothing unless --output.
 """
@@ -14,7 +15,9 @@ from absl import app, flags
 flags.DEFINE_list("workdirs", ["results/study_demo"], "Workdirs or results table files (default: what `make demo` writes).")
 flags.DEFINE_string("filter", "", "A pandas query over the columns; backquote `f0.5`.")
 flags.DEFINE_list("group_by", None, "Group columns: print mean/std/count of the metrics.")
-flags.DEFINE_list("metrics", ["f1", "f0.5", "auc", "agreement"], "Metrics to summarise.")
+flags.DEFINE_list("metrics", ["f1", "f0.5", "auc", "agreement", "teacher_kl"], "Metrics to "
+                  "summarise (mean, std and count per group: over seeds when the group fixes "
+                  "everything else).")
 flags.DEFINE_list("columns", ["stage", "arch", "labeling", "split_percent", "teacher_id",
                               "student_optimizer", "seed", "f1", "auc", "status"],
                   "Columns to print without --group_by.")

@@ -46,9 +46,9 @@ def _run_both(fn, image, seeds):
   return eager
 
 
-def test_registries_hold_the_study_ops_and_both_policies():
+def test_registries_hold_the_study_ops_and_the_policies():
   assert augment.AUGMENTATIONS.names() == sorted(OPS)
-  assert augment.POLICIES.names() == ["simclr", "study"]
+  assert augment.POLICIES.names() == ["inception_crop", "mild_crop", "simclr", "study"]
   assert augment.POLICIES.get("study") is augment.two_random_augmentations
   assert augment.POLICIES.get("simclr") is augment.simclr_standard
   assert augment.STUDY_BANNED_PAIRS == ()
@@ -317,5 +317,18 @@ def test_make_views_passes_policy_options_and_rejects_unknown_policies():
   for view in augment.make_views(image, seed, banned_pairs=only):
     # flip and rotation only permute pixels.
     np.testing.assert_array_equal(np.sort(view.numpy(), axis=None), np.sort(image, axis=None))
-  with pytest.raises(KeyError, match="known: simclr, study"):
+  with pytest.raises(KeyError, match="known: inception_crop, mild_crop, simclr, study"):
     augment.make_views(image, seed, policy="byol")
+
+
+@pytest.mark.parametrize("name, smallest_area", [("inception_crop", 0.08), ("mild_crop", 0.5)])
+def test_crop_policies_keep_the_shape_and_vary_with_the_seed(name, smallest_area):
+  image = tf.random.stateless_uniform([16, 16, 3], [1, 2])
+  policy = augment.POLICIES.get(name)
+  views = [policy(image, tf.constant([s, 7])).numpy() for s in range(8)]
+  assert all(v.shape == (16, 16, 3) and v.dtype == np.float32 for v in views)
+  assert len({v.tobytes() for v in views}) == 8
+  np.testing.assert_array_equal(policy(image, tf.constant([3, 7])).numpy(), views[3])
+  # A crop's values lie within the image's range (bilinear resampling of a sub-box).
+  assert all(v.min() >= image.numpy().min() - 1e-6 and v.max() <= image.numpy().max() + 1e-6
+             for v in views)
