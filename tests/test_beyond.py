@@ -284,6 +284,12 @@ def test_explicit_ensembles_must_name_zoo_teachers_of_one_split():
 # ---- End to end through stages.distill -------------------------------------------------------
 
 
+METHODS_MATRIX = ("--split_percents=10", "--encoders=digits_adam", "--ensemble_over=encoder",
+                  "--archs=mlp,same", "--optimizers=adam", "--loss=soft_kl", "--temperature=4",
+                  "--teacher_mode=offline,consistent", "--augment=mild_crop", "--mixup=1",
+                  "--generations=2", "--epochs=3", "--nobaseline")
+
+
 @pytest.fixture(scope="module")
 def beyond(smoke_study, tmp_path_factory):
   """One stage-3 matrix over the smoke study's zoo: a single teacher and the ensemble of both
@@ -293,10 +299,7 @@ def beyond(smoke_study, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("beyond")
   proc = stage("stages.distill", "--preset=smoke", f"--workdir={workdir}",
                f"--teacher_zoo={study_dir / 'zoo'}", f"--data_dir={study_dir / 'data'}",
-               "--split_percents=10", "--encoders=digits_adam", "--ensemble_over=encoder",
-               "--archs=mlp,same", "--optimizers=adam", "--loss=soft_kl", "--temperature=4",
-               "--teacher_mode=offline,consistent", "--augment=mild_crop", "--mixup=1",
-               "--generations=2", "--epochs=3", "--nobaseline")
+               *METHODS_MATRIX)
   table = pd.read_parquet(workdir / results.TABLE_PARQUET)
   return workdir, study_dir, table, proc
 
@@ -404,10 +407,7 @@ def test_a_finished_matrix_with_generations_reruns_without_training(beyond):
   workdir, study_dir, table, _ = beyond
   proc = stage("stages.distill", "--preset=smoke", f"--workdir={workdir}",
                f"--teacher_zoo={study_dir / 'zoo'}", f"--data_dir={study_dir / 'data'}",
-               "--split_percents=10", "--encoders=digits_adam", "--ensemble_over=encoder",
-               "--archs=mlp,same", "--optimizers=adam", "--loss=soft_kl", "--temperature=4",
-               "--teacher_mode=offline,consistent", "--augment=mild_crop", "--mixup=1",
-               "--generations=2", "--epochs=3", "--nobaseline")
+               *METHODS_MATRIX)
   assert "6 already finished, 0 to train" in proc.stderr
   assert len(pd.read_parquet(workdir / results.TABLE_PARQUET)) == len(table)
 
