@@ -28,6 +28,9 @@ ENSEMBLE_AXES = ("encoder", "encoder_optimizer", "seed")
 COMBINES = ("logits", "probabilities")
 SCHEDULES = ("constant", "cosine")
 SELECTIONS = ("best", "last")
+# Keras dtype policies for training: float32, or mixed precision (bfloat16 on TPU and recent
+# GPUs/CPUs; float16 with dynamic loss scaling on older GPUs).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("adam", "sgd")
 LOSS_KINDS = ("hard", "soft_kl", "soft_xent")
 TASKS = ("binary", "multiclass")
@@ -276,6 +279,13 @@ class TrainConfig:
       `monitor`) or "last". Both epochs, and the last epoch's F1, are in the results row.
     seeds: run seeds, one matrix axis.
     steps_per_execution: training steps per compiled call (cuts Python overhead on GPU/TPU).
+    precision: Keras dtype policy of the trained networks: "float32", "mixed_bfloat16" or
+      "mixed_float16" (dynamic loss scaling); logits and losses stay float32. Speed (and
+      numerics), not part of a run's identity; recorded in each results row.
+    jit_compile: XLA-compile the training step (GPU/TPU; often slower on CPU). Recorded too.
+    reuse_models: compiled models of finished runs kept in memory, so a later run of the same
+      network, loss and optimizer re-initialises one instead of building and tracing anew
+      (0: never). Speed only: a reused model starts from exactly the state a new one would.
   """
 
   optimizers: tuple[str, ...] = ("adam",)
@@ -292,6 +302,9 @@ class TrainConfig:
   select: str = "best"
   seeds: tuple[int, ...] = (0,)
   steps_per_execution: int = 1
+  precision: str = "float32"
+  jit_compile: bool = False
+  reuse_models: int = 2
 
   def __post_init__(self):
     _check_choices("train.optimizers", self.optimizers, OPTIMIZERS)
@@ -313,6 +326,8 @@ class TrainConfig:
     _check_choice("train.select", self.select, SELECTIONS)
     _check(len(self.seeds) > 0, "train.seeds is empty; give at least one seed")
     _check(self.steps_per_execution >= 1, "train.steps_per_execution must be >= 1")
+    _check_choice("train.precision", self.precision, PRECISIONS)
+    _check(self.reuse_models >= 0, f"train.reuse_models={self.reuse_models} must be >= 0 (0: never)")
 
   def learning_rates_for(self, optimizer: str) -> tuple[float, ...]:
     return self.learning_rates or (getattr(self, f"{optimizer}_learning_rate"),)

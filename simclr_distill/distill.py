@@ -15,6 +15,8 @@ The same class trains baselines and demo teachers (no teacher, alpha = 1).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import logging
 import math
@@ -207,6 +209,20 @@ def build_optimizer(name: str, learning_rate: float, *, schedule: str = "constan
   raise ValueError(f"unknown optimizer {name!r}; known: adam, sgd")
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str):
+  """Builds the networks made inside under the Keras dtype policy `name` ("float32",
+  "mixed_bfloat16", "mixed_float16"), restoring the previous global policy on exit (layers keep
+  the policy they were built with). A model compiled inside under "mixed_float16" gets Keras'
+  dynamic loss scaling (`LossScaleOptimizer`)."""
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(name)
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
 class _ProgressLogger(keras.callbacks.Callback):
   """One log line per epoch, so long runs show they are alive without Keras' progress bars;
   remembers the last finished epoch (counted from the run's start, across resumptions)."""
@@ -231,17 +247,35 @@ class RunContext:
                labels_dir: str | pathlib.Path | None = None, safe_mode: bool = True,
                preset: str = "", shuffle_buffer: int = 10_000, cache: bool = True,
                steps_per_execution: int = 1, encoders: dict | None = None,
-               imagenet_dir: str | None = None):
+               imagenet_dir: str | None = None, precision: str = "float32",
+               jit_compile: bool = False, reuse_models: int = 2):
     self.workdir = pathlib.Path(workdir)
     self.data, self.strategy = data, strategy
     self.zoo_dir = pathlib.Path(zoo_dir) if zoo_dir else None
     self.labels_dir = pathlib.Path(labels_dir) if labels_dir else self.workdir / "labels"
     self.safe_mode, self.preset = safe_mode, preset
     self.shuffle_buffer, self.cache = shuffle_buffer, cache
-    self.steps_per_execution = steps_per_execution  # Speed only: not part of a run's identity.
+    # Speed settings: not part of a run's identity (recorded in each results row).
+    self.steps_per_execution = steps_per_execution
+    self.precision, self.jit_compile = precision, jit_compile
     self.all_ids = data.ids()
     self.encoders = dict(encoders or {})  # Stage 2: encoder name -> finetune.Encoder.
     self.imagenet_dir = imagenet_dir
+    # Compiled, traced models of finished runs, kept for the next run of the same shape
+    # (`execute_run` re-initialises them): up to `reuse_models`, least recently used dropped.
+    self.reuse_models = reuse_models
+    self._warm: collections.OrderedDict[tuple, Distiller] = collections.OrderedDict()
+
+  def take_warm(self, key: tuple | None) -> "Distiller | None":
+    """Removes and returns a kept model for `key`, if any."""
+    return self._warm.pop(key, None) if key is not None else None
+
+  def keep_warm(self, key: tuple | None, model: "Distiller") -> None:
+    if key is None or self.reuse_models < 1:
+      return
+    self._warm[key] = model
+    while len(self._warm) > self.reuse_models:
+      self._warm.popitem(last=False)
 
   @property
   def replicas(self) -> int:
@@ -252,17 +286,21 @@ class RunContext:
 
 
 def _targets_fn(label_key: str, task: str, labelled_table, teacher_table, teacher_logits):
-  """Maps a record to (image, targets) with mask and, if cached, teacher logits.
+  """Maps a batch of records to (images, targets) with mask and, if cached, teacher logits.
 
+  Works on whole batches (one vectorised lookup per batch, not a tf.data call per example).
   With `labelled_table` None every example counts as labelled (validation and test).
   """
 
   def fn(ex):
     label = ex[label_key]
-    labelled = (labelled_table.lookup(ex["id"]) > 0) if labelled_table is not None else True
+    if labelled_table is not None:
+      mask = tf.cast(labelled_table.lookup(ex["id"]) > 0, tf.float32)
+    else:
+      mask = tf.ones_like(label, tf.float32)
     targets = {
         "label": tf.cast(label, tf.float32) if task == "binary" else tf.cast(label, tf.int32),
-        "mask": tf.cast(labelled, tf.float32),
+        "mask": mask,
     }
     if teacher_table is not None:
       targets["teacher"] = tf.gather(teacher_logits, teacher_table.lookup(ex["id"]))
@@ -338,9 +376,8 @@ class RunDatasets:
     return _targets_fn(self.label_key, self.task, self._mask_table if training else None,
                        self._teacher_table, self._teacher_logits)
 
-  def _stream(self, ids, training: bool):
-    return pipeline.sized(self.ctx.data, ids).map(self._targets(training),
-                                                  num_parallel_calls=tf.data.AUTOTUNE)
+  def _examples(self, ids) -> tf.data.Dataset:
+    return pipeline.sized(self.ctx.data, ids)
 
   def global_batch(self) -> int:
     return self.run.batch_size * self.ctx.replicas
@@ -349,12 +386,12 @@ class RunDatasets:
     return max(1, math.ceil(len(self.train_ids) / self.global_batch()))
 
   def _shuffled(self, ids) -> tf.data.Dataset:
-    return pipeline.shuffled(self._stream(ids, training=True), size=len(ids), seed=self.run.seed,
+    return pipeline.shuffled(self._examples(ids), size=len(ids), seed=self.run.seed,
                              cache=self.ctx.cache, shuffle_buffer=self.ctx.shuffle_buffer)
 
   def train(self) -> tf.data.Dataset:
     """Batches of (images, targets): shuffled (balanced) examples -> the student's augmented
-    view (and the teacher's, for independent views) -> batch -> mixup of the whole batch.
+    view (and the teacher's, for independent views) -> batch -> targets -> mixup of the batch.
 
     Every random draw is a stateless function of the run's seed, so a seed repeats a run.
     """
@@ -369,26 +406,29 @@ class RunDatasets:
       ds = tf.data.Dataset.zip((ds, _seeds(run.seed))).map(
           _views_fn(run.augment, independent=run.teacher_mode == "independent"),
           num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(self.global_batch(), drop_remainder=True)
+    ds = ds.batch(self.global_batch(), drop_remainder=True).map(
+        self._targets(training=True), num_parallel_calls=tf.data.AUTOTUNE)
     if run.mixup:
       ds = tf.data.Dataset.zip((ds, _seeds(run.seed + 1))).map(_mixup_fn(run.mixup))
     return ds.prefetch(tf.data.AUTOTUNE)
 
   def evaluation(self, ids) -> tf.data.Dataset:
-    ds = self._stream(ids, training=False)
+    ds = self._examples(ids)
     if self.ctx.cache:  # Validation repeats every epoch; rescanning the records would dominate.
       ds = ds.cache()
-    return pipeline.batched(ds, self.global_batch(), training=False)
+    return ds.batch(self.global_batch()).map(
+        self._targets(training=False), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
   def test_examples(self) -> tf.data.Dataset:
-    """Test records with ids, for predictions: {"id", "image", label, "teacher"?}."""
+    """Test records with ids, for predictions: batches {"id", "image", label, "teacher"?}."""
     fn = self._targets(training=False)
 
-    def with_id(image, targets, example_id):
-      return {"id": example_id, "image": image, **targets}
+    def with_id(batch):
+      image, targets = fn(batch)
+      return {"id": batch["id"], "image": image, **targets}
 
-    ds = pipeline.sized(self.ctx.data, self.test_ids).map(lambda ex: with_id(*fn(ex), ex["id"]))
-    return pipeline.batched(ds, self.global_batch(), training=False)
+    return self._examples(self.test_ids).batch(self.global_batch()).map(with_id).prefetch(
+        tf.data.AUTOTUNE)
 
 
 def _seeds(seed: int) -> tf.data.Dataset:
@@ -397,17 +437,17 @@ def _seeds(seed: int) -> tf.data.Dataset:
 
 
 def _views_fn(policy_name: str, *, independent: bool):
-  """Maps ((image, targets), seed) to the student's augmented view, or to the dict
-  {"student", "teacher"} of two independent views."""
+  """Maps (example, seed) to the example with its image replaced by the student's augmented
+  view, or by the dict {"student", "teacher"} of two independent views."""
   policy = augment_lib.POLICIES.get(policy_name)
 
   def fn(example, seed):
-    image, targets = example
+    image = example["image"]
     student_seed, teacher_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     view = policy(image, student_seed)
     if independent:
-      return {"student": view, "teacher": policy(image, teacher_seed)}, targets
-    return view, targets
+      view = {"student": view, "teacher": policy(image, teacher_seed)}
+    return {**example, "image": view}
 
   return fn
 
@@ -575,6 +615,44 @@ def _own_network(run: RunSpec, ctx: RunContext, num_outputs: int) -> keras.Model
                      "architecture") from e
 
 
+def warm_key(run: RunSpec, ctx: RunContext, num_outputs: int, steps: int, *,
+             offline: bool) -> tuple | None:
+  """What a compiled model's traced steps depend on, for runs that may reuse another run's
+  model (`RunContext.keep_warm`); None for runs that never do: online teachers (the teacher
+  is in the model), networks copied from a teacher or built on a pretrained encoder, and
+  float16 loss scaling (its scale is optimizer state that is not reset)."""
+  if (ctx.reuse_models < 1 or (run.stage == "distill" and not offline) or
+      run.arch == matrix.SAME_ARCH or run.encoder or ctx.precision == "mixed_float16" or
+      run.optimizer not in ("adam", "sgd")):
+    return None
+  schedule = (run.schedule, run.epochs * steps, run.warmup_epochs * steps) if (
+      run.schedule != "constant") else (run.schedule,)
+  return (run.stage == "distill", run.arch, run.head, run.dropout, run.width, run.init, run.task,
+          num_outputs, tuple(ctx.data.image_shape), run.loss.kind, run.loss.temperature,
+          run.loss.alpha, run.optimizer, schedule, ctx.precision, ctx.jit_compile,
+          ctx.steps_per_execution, ctx.replicas)
+
+
+def reinitialise(model: "Distiller", fresh: keras.Model, learning_rate: float) -> bool:
+  """Gives a kept model the state of a newly built one: every student variable (weights,
+  normalisation statistics, dropout seed states) from `fresh`, the optimizer's moments and
+  step count zeroed and its learning rate set. Returns False (nothing changed) when the
+  networks' variables do not match one to one."""
+  target, source = model.student.variables, fresh.variables
+  if len(target) != len(source) or any(a.shape != b.shape for a, b in zip(target, source)):
+    return False
+  for a, b in zip(target, source):
+    a.assign(b)
+  optimizer = model.optimizer
+  rate = getattr(optimizer, "_learning_rate", None)
+  for variable in optimizer.variables:
+    if variable is rate:
+      variable.assign(learning_rate)
+    else:
+      variable.assign(tf.zeros(variable.shape, variable.dtype))
+  return True
+
+
 def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   """Trains, saves and scores one run; writes its files and returns its results row.
 
@@ -599,16 +677,26 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   num_outputs = ctx.num_outputs(run.task)
   steps = datasets.steps_per_epoch()
   with ctx.strategy.scope():
-    if distilling and not offline:
+    if distilling and not offline:  # The teacher keeps the precision it was saved with.
       teacher = teachers_lib.load_teacher(run.teacher, ctx.zoo_dir, image_shape=ctx.data.image_shape,
                                           num_outputs=num_outputs, safe_mode=ctx.safe_mode)
-    student = build_network(run, ctx, num_outputs)
-    distiller = Distiller(student, task=run.task, loss_kind=run.loss.kind,
-                          temperature=run.loss.temperature, alpha=run.loss.alpha,
-                          teacher=teacher, distill=distilling)
-    distiller.compile(optimizer=build_optimizer(
-        run.optimizer, run.learning_rate, schedule=run.schedule, total_steps=run.epochs * steps,
-        warmup_steps=run.warmup_epochs * steps), steps_per_execution=ctx.steps_per_execution)
+    with dtype_policy(ctx.precision):
+      student = build_network(run, ctx, num_outputs)
+      key = warm_key(run, ctx, num_outputs, steps, offline=offline)
+      distiller = ctx.take_warm(key)
+      if distiller is not None and reinitialise(distiller, student, run.learning_rate):
+        # The same network, optimizer and traced steps as a finished run, in this run's
+        # initial state: tracing (a minute for a ResNet on CPU) is paid once per shape.
+        student = distiller.student
+        log.info("%s reuses the traced model of an earlier run", run.run_id)
+      else:
+        distiller = Distiller(student, task=run.task, loss_kind=run.loss.kind,
+                              temperature=run.loss.temperature, alpha=run.loss.alpha,
+                              teacher=teacher, distill=distilling)
+        distiller.compile(optimizer=build_optimizer(
+            run.optimizer, run.learning_rate, schedule=run.schedule,
+            total_steps=run.epochs * steps, warmup_steps=run.warmup_epochs * steps),
+            steps_per_execution=ctx.steps_per_execution, jit_compile=ctx.jit_compile)
   if not (run_dir / BACKUP).exists():  # A fresh start: no selection state may survive.
     shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
   fileio.align_history(run_dir / HISTORY, run_dir / BACKUP)
@@ -660,7 +748,8 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
       "select": run.select if selection is not None else "last",
       "monitor": run.monitor if selection is not None else "",
       "max_epochs": run.epochs, "batch_size": datasets.global_batch(), "replicas": ctx.replicas,
-      "seed": run.seed, "train_examples": len(datasets.train_ids),
+      "seed": run.seed, "dtype_policy": ctx.precision, "jit_compile": ctx.jit_compile,
+      "steps_per_execution": ctx.steps_per_execution, "train_examples": len(datasets.train_ids),
       "test_examples": len(datasets.test_ids), "dataset": run.dataset, "preset": ctx.preset,
       "code_version": code_version(),
       "images_per_second": epochs_this_process * steps * datasets.global_batch()
@@ -690,4 +779,5 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   row["wall_seconds"] = time.perf_counter() - start
   row["finished_at"] = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
   results.write_row(ctx.workdir, row)
+  ctx.keep_warm(key, distiller)
   return row

@@ -78,16 +78,16 @@ def label_with_teacher(teacher: Teacher, checkpoint: pathlib.Path, data: records
     for part in directory.glob("*.parquet"):
       part.unlink()
   fileio.write_json(stale, key)
-  predict = tf.function(teacher.logits, reduce_retracing=True)
+  todo = [shard for shard in data.shards if not _part_path(directory, shard).is_file()]
   start, count = time.perf_counter(), 0
-  for shard in data.shards:
-    part = _part_path(directory, shard)
-    if part.is_file():
-      continue
-    ids, logits = [], []
-    for batch in data.examples(shards=[shard]).batch(batch_size).prefetch(tf.data.AUTOTUNE):
-      ids.append(batch["id"].numpy())
-      logits.append(predict(batch["image"]).numpy())
+  # One pipeline over every missing shard (building one per shard costs more than labelling a
+  # small shard); its batches never span two shards, so each part is written once its shard ends.
+  pending: dict[int, tuple[list, list]] = {index: ([], []) for index in range(len(todo))}
+
+  def write_part(index: int) -> None:
+    nonlocal count
+    shard = todo[index]
+    ids, logits = pending.pop(index)
     ids_array = np.concatenate(ids).astype(str) if ids else np.zeros([0], str)
     logits_array = np.concatenate(logits) if logits else np.zeros([0, 1], np.float32)
     if not np.isfinite(logits_array).all():
@@ -97,10 +97,20 @@ def label_with_teacher(teacher: Teacher, checkpoint: pathlib.Path, data: records
     frame = pd.DataFrame(logits_array.reshape(len(ids_array), -1).astype(np.float32))
     frame.columns = [f"logit_{i}" for i in range(frame.shape[1])]
     frame.insert(0, "id", ids_array)
-    fileio.atomic_write(part, lambda tmp: frame.to_parquet(tmp, index=False))
+    fileio.atomic_write(_part_path(directory, shard), lambda tmp: frame.to_parquet(tmp, index=False))
     count += len(frame)
     rate = count / max(time.perf_counter() - start, 1e-9)
     log.info("labelled %s with %s: %d examples (%.0f/s)", shard, teacher.entry.teacher_id, count, rate)
+
+  if todo:
+    for batch in data.batches(batch_size, shards=todo, by_shard=True, labels=False).prefetch(tf.data.AUTOTUNE):
+      index = int(batch["shard"])
+      for finished in [i for i in pending if i < index]:
+        write_part(finished)
+      pending[index][0].append(batch["id"].numpy())
+      pending[index][1].append(teacher.compiled_logits(batch["image"]).numpy())
+  for index in sorted(pending):  # The last shard, and shards without records.
+    write_part(index)
   # Parts from an earlier, interrupted pass are counted from their footers, not re-read.
   fileio.write_json(directory / COMPLETE, {**key, "examples": sum(
       pq.read_metadata(_part_path(directory, s)).num_rows for s in data.shards)})

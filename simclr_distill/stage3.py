@@ -59,6 +59,8 @@ def make_context(config: DistillConfig, *, safe_mode: bool = True,
                     safe_mode=safe_mode, preset=config.preset,
                     shuffle_buffer=config.data.shuffle_buffer, cache=config.data.cache,
                     steps_per_execution=config.train.steps_per_execution, encoders=encoders,
+                    precision=config.train.precision, jit_compile=config.train.jit_compile,
+                    reuse_models=config.train.reuse_models,
                     imagenet_dir=config.student.imagenet_dir)
 
 
@@ -169,7 +171,10 @@ def run_labelling(config: DistillConfig, *, safe_mode: bool = True) -> pathlib.P
 def train_runs(runs, ctx: RunContext, what: str, after=None) -> None:
   """Trains the unfinished runs of `runs` in order, rebuilding the results table after each,
   with one progress line per run (and an ETA). `after(run, row)` runs after each new row."""
-  todo = [r for r in runs if not results.is_done(ctx.workdir, r.run_id)]
+  # Runs of one network follow each other, so each re-initialises the model its predecessor
+  # traced (RunContext.reuse_models) instead of tracing its own.
+  todo = sorted((r for r in runs if not results.is_done(ctx.workdir, r.run_id)),
+                key=lambda r: (r.arch, r.stage, r.optimizer, r.run_id))
   log.info("%s: %d runs in this shard, %d already finished, %d to train", what, len(runs),
            len(runs) - len(todo), len(todo))
   start = time.perf_counter()

@@ -204,10 +204,17 @@ class Teacher:
   entry: TeacherEntry
   model: keras.Model
   output: str  # "logits" or "probabilities", resolved
+  _compiled: object = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
   def logits(self, images: tf.Tensor) -> tf.Tensor:
     out = tf.cast(self.model(images, training=False), tf.float32)
     return probabilities_to_logits(out) if self.output == "probabilities" else out
+
+  def compiled_logits(self, images: tf.Tensor) -> tf.Tensor:
+    """`logits` as one traced graph, traced once per teacher (not once per labelling pass)."""
+    if self._compiled is None:
+      self._compiled = tf.function(self.logits, reduce_retracing=True)
+    return self._compiled(images)
 
   def predict_logits(self, images: tf.data.Dataset) -> np.ndarray:
     """Logits for a dataset of image batches, through Keras' cached predict function."""

@@ -57,6 +57,9 @@ _MAPPING: dict[str, tuple[str, Callable]] = {
     "early_stopping": ("train.early_stopping", bool),
     "seeds": ("train.seeds", lambda v: tuple(int(x) for x in v)),
     "steps_per_execution": ("train.steps_per_execution", int),
+    "mixed_precision": ("train.precision", str),
+    "jit_compile": ("train.jit_compile", bool),
+    "reuse_models": ("train.reuse_models", int),
     "protocol": ("protocol", str),
     "baseline": ("baseline", bool),
     "strategy": ("strategy", str),
@@ -159,6 +162,15 @@ def define_flags(groups=GROUPS, presets=None) -> None:
     flags.DEFINE_list("seeds", None, "Run seeds, e.g. 0,1,2.")
     flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (speed "
                          "only; results are the same).")
+    flags.DEFINE_enum("mixed_precision", None, config_lib.PRECISIONS, "Dtype policy of the "
+                      "trained networks: float32, mixed_bfloat16 (TPU, A100/H100 GPUs, AMX CPUs) "
+                      "or mixed_float16 (older GPUs; dynamic loss scaling). Logits and losses "
+                      "stay float32; recorded in each results row.")
+    flags.DEFINE_boolean("jit_compile", None, "XLA-compile the training step (GPU/TPU; usually "
+                         "slower on CPU). Recorded in each results row.")
+    flags.DEFINE_integer("reuse_models", None, "Compiled models kept for later runs of the same "
+                         "network, loss and optimizer, which re-initialise one instead of "
+                         "tracing anew (speed only; 0 = never).")
   if "protocol" in groups:
     flags.DEFINE_enum("protocol", None, config_lib.PROTOCOLS,
                       "holdout (sound, default) or original (the study: train and score on test).")

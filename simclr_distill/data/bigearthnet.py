@@ -16,8 +16,10 @@ resumes at the first unfinished shard, producing byte-identical output.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import functools
+import itertools
 import json
 import logging
 import math
@@ -383,23 +385,24 @@ def prepare_archive(archive_dir: str | os.PathLike, output_dir: str | os.PathLik
 def prepare_from_patches(patches: Iterator[tuple[str, np.ndarray, np.ndarray]],
                          output_dir: str | os.PathLike, *, source: str,
                          examples_per_shard: int = 1000, **finalize_kwargs) -> records.PreparedData:
-  """Converts an in-order stream of (name, image, multi_hot) (e.g. from TFDS) in one process."""
-  output_dir = pathlib.Path(output_dir)
-  metas, batch, index = [], [], 0
+  """Converts an in-order stream of (name, image, multi_hot) (e.g. from TFDS) in one process.
 
-  def flush():
-    nonlocal batch, index
+  Patches stream straight into the shard being written (never a shard's worth in memory), so
+  peak memory does not grow with the data or the shard size.
+  """
+  output_dir = pathlib.Path(output_dir)
+  metas, stream = [], iter(patches)
+  for index in itertools.count():
+    first = next(stream, None)
+    if first is None:
+      break
+    chunk = itertools.chain([first], itertools.islice(stream, examples_per_shard - 1))
     # The total shard count is unknown while streaming; names carry the index only.
     shard = f"records/part-{index:05d}.tfrecord"
     meta_path = _meta_path(output_dir, shard)
-    metas.append(fileio.read_json(meta_path) if meta_path.is_file()
-                 else write_patch_shard(output_dir, shard, batch))
-    batch, index = [], index + 1
-
-  for item in patches:
-    batch.append(item)
-    if len(batch) == examples_per_shard:
-      flush()
-  if batch:
-    flush()
+    if meta_path.is_file():  # Written by an interrupted earlier call: skip its patches.
+      collections.deque(chunk, maxlen=0)
+      metas.append(fileio.read_json(meta_path))
+    else:
+      metas.append(write_patch_shard(output_dir, shard, chunk))
   return finalize(output_dir, metas, source=source, **finalize_kwargs)
