@@ -132,6 +132,7 @@ class Distiller(keras.Model):
 
   def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
     del sample_weight  # Weighting is the mask's job.
+    self._in_training_step = training  # Read by compute_metrics, next in the same step.
     if not self.distill:
       label_term = losses.masked_supervised_loss(y["label"], y_pred, y["mask"], task=self.task)
       total = label_term
@@ -152,11 +153,16 @@ class Distiller(keras.Model):
     return total / tf.distribute.get_strategy().num_replicas_in_sync
 
   def compute_metrics(self, x, y, y_pred, sample_weight=None):
-    # Label metrics count the labelled examples only (all of them in validation).
-    if self.task == "binary":
-      self.auc.update_state(y["label"], y_pred[..., 0], sample_weight=y["mask"])
-    else:
-      self.accuracy.update_state(y["label"], y_pred, sample_weight=y["mask"])
+    # AUC / accuracy are validation metrics (every example labelled): in a training step they
+    # would see only the few labelled examples of a distillation pool, and on a small network
+    # their update costs as much as the rest of the metrics.
+    training = getattr(self, "_in_training_step", False)
+    label_metric = self.auc if self.task == "binary" else self.accuracy
+    if not training:
+      if self.task == "binary":
+        self.auc.update_state(y["label"], y_pred[..., 0], sample_weight=y["mask"])
+      else:
+        self.accuracy.update_state(y["label"], y_pred, sample_weight=y["mask"])
     if self.distill:
       teacher = self._step_teacher_logits
       if teacher is None:  # compute_metrics called on its own
@@ -164,7 +170,10 @@ class Distiller(keras.Model):
       self.agreement.update_state(_agree(teacher, y_pred, self.task))
       self.kl.update_state(losses.soft_target_loss(teacher, y_pred, task=self.task, kind="kl"))
       self._step_teacher_logits = None
-    return self.get_metrics_result()
+    result = self.get_metrics_result()
+    if training:
+      result.pop(label_metric.name, None)
+    return result
 
 
 def student_view(images):
@@ -377,7 +386,8 @@ class RunDatasets:
                        self._teacher_table, self._teacher_logits)
 
   def _examples(self, ids) -> tf.data.Dataset:
-    return pipeline.sized(self.ctx.data, ids)
+    # Only the run's label field is parsed, cached and shuffled with the image and id.
+    return pipeline.sized(self.ctx.data, ids, labels=[self.label_key])
 
   def global_batch(self) -> int:
     return self.run.batch_size * self.ctx.replicas

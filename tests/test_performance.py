@@ -39,6 +39,10 @@ def test_batches_parse_like_examples_and_never_span_shards(data):
   wanted = data.ids()[5:40]
   got = [i for b in data.batches(16, wanted) for i in b["id"].numpy().astype(str)]
   assert sorted(got) == sorted(wanted)
+  # Only the label fields asked for are parsed (and then cached and shuffled).
+  assert set(next(iter(data.batches(16, labels=["class"])))) == {"id", "image", "class"}
+  assert set(next(iter(data.batches(16, labels=False)))) == {"id", "image"}
+  assert {"label_basic", "label_expanded", "class"} <= set(next(iter(data.examples())))
 
 
 def test_one_labelling_pass_writes_every_shard_and_matches_the_model(data, tmp_path):

@@ -17,13 +17,16 @@ from simclr_distill.data import records
 from simclr_distill.data import splits as splits_lib
 
 
-def sized(data: records.PreparedData, ids: Sequence[str]) -> tf.data.Dataset:
-  """The records of `ids` with their count declared.
+def sized(data: records.PreparedData, ids: Sequence[str],
+          labels: bool | Sequence[str] = True) -> tf.data.Dataset:
+  """The records of `ids` (with the `labels` fields, see `PreparedData.batches`) with their
+  count declared.
 
   The declared size lets Keras end an evaluation pass without a "ran out of data" warning,
   and a split list naming examples the records lack fails loudly instead of shrinking.
   """
-  return data.examples(ids).apply(tf.data.experimental.assert_cardinality(len(ids)))
+  return data.examples(ids, labels=labels).apply(
+      tf.data.experimental.assert_cardinality(len(ids)))
 
 
 def shuffled(ds: tf.data.Dataset, *, size: int, seed: int, cache: bool = False,

@@ -172,15 +172,17 @@ class PreparedData:
                        f"{', '.join(self.manifest['label_keys'])}")
     return key
 
-  def _parse_batch(self, serialized, labels: bool = True):
+  def _parse_batch(self, serialized, labels: bool | Sequence[str] = True):
     """Parses a vector of serialised records at once (one vectorised op per field: a
     per-record `map` costs tens of microseconds of tf.data overhead per example)."""
     spec = {"id": tf.io.FixedLenFeature([], tf.string),
             "image": tf.io.FixedLenFeature([], tf.string)}
+    wanted = set(labels) if not isinstance(labels, bool) else None
     for key in self.manifest["label_keys"] if labels else ():
-      spec[key] = tf.io.FixedLenFeature([], tf.int64)
+      if wanted is None or key in wanted:
+        spec[key] = tf.io.FixedLenFeature([], tf.int64)
     multi_hot = self.manifest.get("multi_hot")
-    if multi_hot and labels:
+    if multi_hot and labels and (wanted is None or multi_hot["key"] in wanted):
       spec[multi_hot["key"]] = tf.io.FixedLenFeature([multi_hot["size"]], tf.int64)
     ex = tf.io.parse_example(serialized, spec)
     dtype = tf.dtypes.as_dtype(self.manifest.get("image_dtype", "float32"))
@@ -198,7 +200,7 @@ class PreparedData:
 
   def batches(self, batch_size: int, ids: Sequence[str] | None = None, *,
               shards: Sequence[str] | None = None, deterministic: bool = True,
-              by_shard: bool = False, labels: bool = True) -> tf.data.Dataset:
+              by_shard: bool = False, labels: bool | Sequence[str] = True) -> tf.data.Dataset:
     """Streams parsed batches {"id", "image", <label keys>} of up to `batch_size` examples.
 
     Args:
@@ -211,7 +213,8 @@ class PreparedData:
       by_shard: read the shards one after the other, in the order given; no batch spans two
         shards and each carries "shard", the index of its shard in `shards` (for per-shard
         outputs from one pipeline, as labelling writes).
-      labels: parse the label fields too (False: only "id" and "image").
+      labels: which label fields to parse besides "id" and "image": all (True), none (False)
+        or the named ones (less to parse, and less to cache and shuffle downstream).
     """
     files = [str(self.root / s) for s in (shards if shards is not None else self.shards)]
     if by_shard:
@@ -225,10 +228,10 @@ class PreparedData:
     table = id_table(ids, np.ones(len(ids), np.int64), default=0) if ids is not None else None
 
     def parse(shard, serialized):
+      if table is not None:  # Ids first: the records dropped are never decoded.
+        example_ids = tf.io.parse_example(serialized, {"id": tf.io.FixedLenFeature([], tf.string)})
+        serialized = tf.boolean_mask(serialized, table.lookup(example_ids["id"]) > 0)
       ex = self._parse_batch(serialized, labels)
-      if table is not None:
-        keep = table.lookup(ex["id"]) > 0
-        ex = {k: tf.boolean_mask(v, keep) for k, v in ex.items()}
       if by_shard:
         ex["shard"] = shard
       return ex
@@ -236,10 +239,11 @@ class PreparedData:
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
   def examples(self, ids: Sequence[str] | None = None, *, shards: Sequence[str] | None = None,
-               deterministic: bool = True) -> tf.data.Dataset:
+               deterministic: bool = True, labels: bool | Sequence[str] = True) -> tf.data.Dataset:
     """Streams examples as dicts {"id", "image", <label keys>}: `batches` parsed 128 at a
     time, then split into examples. Arguments as for `batches`."""
-    return self.batches(128, ids, shards=shards, deterministic=deterministic).unbatch()
+    return self.batches(128, ids, shards=shards, deterministic=deterministic,
+                        labels=labels).unbatch()
 
 
 def id_table(ids: Sequence[str], values: np.ndarray, default: int) -> tf.lookup.StaticHashTable:
