@@ -144,13 +144,22 @@ class Distiller(keras.Model):
       distill_term, label_term = losses.distillation_loss_terms(
           teacher, y_pred, y["label"], y["mask"], task=self.task, kind=self.loss_kind,
           temperature=self.temperature)
-      total = self.alpha * label_term + (1.0 - self.alpha) * distill_term
+      if self.alpha == 0.0:
+        # The ground truth has no weight: in a training step its term is neither summed nor
+        # tracked, so the traced graph drops it (validation still tracks it: the monitor).
+        total = distill_term
+      else:
+        total = self.alpha * label_term + (1.0 - self.alpha) * distill_term
       self.distill_loss_tracker.update_state(distill_term)
-    self.label_loss_tracker.update_state(label_term)
+    if not self._skips_label_loss(training):
+      self.label_loss_tracker.update_state(label_term)
     if self.losses:
       total += tf.add_n(self.losses)
     # As Keras' own losses do: each replica's loss is 1/replicas of the global mean.
     return total / tf.distribute.get_strategy().num_replicas_in_sync
+
+  def _skips_label_loss(self, training) -> bool:
+    return bool(training) and self.distill and self.alpha == 0.0
 
   def compute_metrics(self, x, y, y_pred, sample_weight=None):
     # AUC / accuracy are validation metrics (every example labelled): in a training step they
@@ -173,6 +182,8 @@ class Distiller(keras.Model):
     result = self.get_metrics_result()
     if training:
       result.pop(label_metric.name, None)
+    if self._skips_label_loss(training):
+      result.pop(self.label_loss_tracker.name, None)
     return result
 
 
