@@ -1,0 +1,107 @@
+"""Online distillation throughput: the stage's `Distiller` with the teacher in the training
+step vs `keras.distillation.Distiller`, and vs the study's own loop.
+
+  python -m benchmarks.distill_online [--scales=small,paper] [--repeats=5]
+
+All sides train the same student architecture (same initial weights) with Adam on the same
+in-memory images and batch, under the same frozen teacher network:
+  ours     `distill.Distiller(student, teacher=...)` with the study's hard pseudo-labels: one
+           traced step runs the teacher (inference mode), the loss, the update and the
+           metrics;
+  keras    `keras.distillation.Distiller(teacher, student, LogitsDistillation)` with
+           `student_loss_weight=0`, same `steps_per_execution` (target: ratio >= 1.0);
+  study    the study's loop: per batch, `teacher.predict` to numpy, round the probability at
+           0.5, `student.train_on_batch` (target: ratio >= 1.5).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from absl import app
+
+from benchmarks import common
+
+TARGET_KERAS = 1.0
+TARGET_STUDY = 1.5
+
+
+def run_scale(scale: common.Scale, work, report: common.Report) -> None:
+  del work
+  import keras
+  import numpy as np
+  import tensorflow as tf
+
+  from simclr_distill import distill, teachers
+
+  images = common.synthetic_images(scale)
+  shape, count = images.shape[1:], len(images)
+  labels = np.random.default_rng(1).integers(0, 2, (count, 1)).astype(np.float32)
+  teacher_model = common.build(scale, scale.teacher, shape, seed=1)
+  teacher_model.trainable = False
+  entry = teachers.TeacherEntry(teacher_id="bench", labeling="basic", split_percent=10, path="-")
+  teacher = teachers.Teacher(entry=entry, model=teacher_model, output="logits")
+
+
+  ours = distill.Distiller(common.build(scale, scale.student, shape), task="binary",
+                           loss_kind="hard", teacher=teacher)
+  ours.compile(optimizer=keras.optimizers.Adam(1e-4), steps_per_execution=scale.steps_per_execution)
+  theirs = keras.distillation.Distiller(
+      teacher=teacher_model, student=common.build(scale, scale.student, shape),
+      distillation_losses=keras.distillation.LogitsDistillation(temperature=1.0),
+      student_loss_weight=0.0)
+  theirs.compile(optimizer=keras.optimizers.Adam(1e-4),
+                 loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                 steps_per_execution=scale.steps_per_execution)
+  study_student = common.build(scale, scale.student, shape)
+  study_student.compile(optimizer=keras.optimizers.Adam(1e-4),
+                        loss=keras.losses.BinaryCrossentropy(from_logits=True))
+
+  def study_loop() -> int:
+    for step in range(scale.steps):
+      start = (step * scale.batch_size) % (count - scale.batch_size + 1)
+      x = images[start:start + scale.batch_size]
+      probabilities = 1.0 / (1.0 + np.exp(-teacher_model.predict(x, verbose=0)))
+      study_student.train_on_batch(x, np.round(probabilities))
+    return scale.steps * scale.batch_size
+
+  plain = common.build(scale, scale.student, shape)
+  plain.compile(optimizer=keras.optimizers.Adam(1e-4),
+                loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                steps_per_execution=scale.steps_per_execution)
+  batches = [tf.constant(images[i:i + scale.batch_size])
+             for i in range(0, count - scale.batch_size + 1, scale.batch_size)]
+
+  def teacher_forward() -> int:
+    for step in range(scale.steps):
+      teacher.compiled_logits(batches[step % len(batches)]).numpy()
+    return scale.steps * scale.batch_size
+
+  masked = {"label": labels[:, 0], "mask": np.zeros(count, np.float32)}
+  print(f"[{scale.name}] {scale.teacher} teacher -> {scale.student} student, {shape}, batch "
+        f"{scale.batch_size}, {scale.steps} steps per repetition", flush=True)
+  rates = common.alternate({
+      "ours": common.fit_side(ours, common.endless(images, masked, scale.batch_size), scale),
+      "keras.distillation": common.fit_side(theirs, common.endless(images, labels, scale.batch_size), scale),
+      "study loop": study_loop,
+      # The two halves of the work alone: their sum is the compute floor of a step.
+      "teacher forward alone": teacher_forward,
+      "student step alone": common.fit_side(plain, common.endless(images, labels, scale.batch_size), scale)}, common.FLAGS.repeats)
+  what = f"online distillation ({scale.teacher} -> {scale.student}, batch {scale.batch_size})"
+  report.ratio(scale.name, f"{what} vs keras.distillation.Distiller", rates, "ours",
+               "keras.distillation", TARGET_KERAS)
+  report.ratio(scale.name, f"{what} vs the study's loop", rates, "ours", "study loop",
+               TARGET_STUDY)
+  median = {k: statistics.median(v) for k, v in rates.wall.items()}
+  floor = 1.0 / (1.0 / median["teacher forward alone"] + 1.0 / median["student step alone"])
+  report.figure(scale.name, "compute floor: teacher forward + student step, each timed alone",
+                floor, "images/s")
+  report.figure(scale.name, "ours vs the compute floor", median["ours"] / floor, "x")
+  report.figure(scale.name, "share of the study loop's time spent beyond the compute floor",
+                100 * (1 - median["study loop"] / floor), "%")
+  report.figure(scale.name, "the most any loop doing the same arithmetic can gain over the "
+                "study's (floor / study loop)", floor / median["study loop"], "x")
+
+
+if __name__ == "__main__":
+  app.run(common.main("online distillation: training images/s", run_scale))

@@ -1,0 +1,59 @@
+"""Labelling throughput: the labelling stage vs `model.predict` of the same teacher.
+
+  python -m benchmarks.labelling [--scales=small,paper] [--repeats=5]
+
+"ours": `labelling.label_with_teacher` over the prepared records, from reading and decoding the
+TFRecords to the Parquet parts of logits on disk (the cache is deleted before each repetition).
+"reference": `teacher.model.predict` over the same examples already decoded in memory (numpy),
+same batch size. Target: ratio >= 0.95.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+
+from absl import app
+
+from benchmarks import common
+
+TARGET = 0.95
+
+
+def run_scale(scale: common.Scale, work: pathlib.Path, report: common.Report) -> None:
+  import keras
+
+  from simclr_distill import labelling, models, teachers
+
+  data = common.prepared_data(scale, work)
+  _, images, _ = common.in_memory(data)
+  count = len(images)
+  keras.utils.set_random_seed(0)
+  model = models.build_model(scale.teacher, data.image_shape, 1, head=scale.head, width=scale.width)
+  entry = teachers.TeacherEntry(teacher_id=f"bench-{scale.teacher}", labeling="basic",
+                                split_percent=10, path="teacher.keras", output="logits")
+  teacher = teachers.Teacher(entry=entry, model=model, output="logits")
+  checkpoint = work / f"{scale.name}-teacher.id"  # Identifies the teacher in the cache key.
+  checkpoint.write_text(entry.teacher_id)
+  labels_dir = work / f"labels-{scale.name}"
+  batch = scale.batch_size * 4  # Labelling has no backward pass: a larger batch fits.
+
+  def label():
+    shutil.rmtree(labels_dir, ignore_errors=True)
+    labelling.label_with_teacher(teacher, checkpoint, data, labels_dir, batch_size=batch)
+    return count
+
+  def predict():
+    model.predict(images, batch_size=batch, verbose=0)
+    return count
+
+  print(f"[{scale.name}] {scale.teacher} teacher on {count} examples of {data.image_shape}, "
+        f"batch {batch}", flush=True)
+  rates = common.alternate({"label_with_teacher": label, "model.predict": predict},
+                           common.FLAGS.repeats)
+  report.ratio(scale.name, f"labelling ({scale.teacher}, batch {batch}, logits on disk) vs "
+               "model.predict (in memory)", rates, "label_with_teacher", "model.predict", TARGET)
+
+
+if __name__ == "__main__":
+  app.run(common.main("labelling: images/s, labelling stage vs model.predict", run_scale))
