@@ -224,10 +224,10 @@ class PreparedData:
       ds = tf.data.Dataset.from_tensor_slices(files).interleave(
           tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
           num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic).batch(batch_size)
-      ds = ds.map(lambda s: (tf.constant(-1, tf.int64), s))
     table = id_table(ids, np.ones(len(ids), np.int64), default=0) if ids is not None else None
 
-    def parse(shard, serialized):
+    def parse(*element):  # (shard index, records) by shard, else records
+      shard, serialized = element if by_shard else (None, element[0])
       if table is not None:  # Ids first: the records dropped are never decoded.
         example_ids = tf.io.parse_example(serialized, {"id": tf.io.FixedLenFeature([], tf.string)})
         serialized = tf.boolean_mask(serialized, table.lookup(example_ids["id"]) > 0)
