@@ -172,18 +172,27 @@ class Distiller(keras.Model):
         self.auc.update_state(y["label"], y_pred[..., 0], sample_weight=y["mask"])
       else:
         self.accuracy.update_state(y["label"], y_pred, sample_weight=y["mask"])
-    if self.distill:
+    # Teacher fidelity (agreement, KL) is a validation metric too: the early-stopping monitors
+    # read its val_ values, and in a training step it is overhead paid on every batch.
+    if self.distill and not training:
       teacher = self._step_teacher_logits
       if teacher is None:  # compute_metrics called on its own
         teacher = self._teacher_logits(x, y)
       self.agreement.update_state(_agree(teacher, y_pred, self.task))
       self.kl.update_state(losses.soft_target_loss(teacher, y_pred, task=self.task, kind="kl"))
-      self._step_teacher_logits = None
-    result = self.get_metrics_result()
+    self._step_teacher_logits = None
+    # As `get_metrics_result`, less the metrics a training step does not update: their
+    # results (AUC's over 200 thresholds) would otherwise be computed on every batch.
+    skipped = set()
     if training:
-      result.pop(label_metric.name, None)
+      skipped = {label_metric.name, *((self.agreement.name, self.kl.name) if self.distill else ())}
     if self._skips_label_loss(training):
-      result.pop(self.label_loss_tracker.name, None)
+      skipped.add(self.label_loss_tracker.name)
+    result = {}
+    for metric in self.metrics:
+      if metric.name not in skipped:
+        value = metric.result()
+        result.update(value if isinstance(value, dict) else {metric.name: value})
     return result
 
 

@@ -118,6 +118,22 @@ def test_mixed_float16_training_scales_the_loss():
   assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
 
 
+def test_training_steps_log_only_losses_and_validation_logs_every_metric():
+  student = models.build_model("mlp", (8, 8, 1), 1, head="pooled", width=8)
+  model = distill.Distiller(student, task="binary", loss_kind="soft_kl", alpha=0.0)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  rng = np.random.default_rng(0)
+  x = rng.random((32, 8, 8, 1), dtype=np.float32)
+  targets = {"label": rng.integers(0, 2, 32).astype(np.float32), "mask": np.ones(32, np.float32),
+             "teacher": rng.standard_normal((32, 1)).astype(np.float32)}
+  history = model.fit(x, targets, batch_size=8, epochs=1, verbose=0,
+                      validation_data=(x, targets)).history
+  assert {"loss", "distill_loss"} <= set(history)
+  assert not {"auc", "agreement", "kl", "label_loss"} & set(history)  # overhead per batch
+  assert {"val_auc", "val_agreement", "val_kl", "val_label_loss", "val_distill_loss"} <= set(history)
+  assert 0.0 <= history["val_agreement"][0] <= 1.0 and history["val_kl"][0] >= 0.0
+
+
 def test_a_mixed_precision_xla_run_records_its_settings_and_saves_a_plain_keras_model(data, tmp_path):
   ctx = distill.RunContext(workdir=tmp_path, data=data, strategy=tf.distribute.get_strategy(),
                            precision="mixed_bfloat16", jit_compile=True, steps_per_execution=2)
