@@ -286,6 +286,10 @@ class TrainConfig:
     reuse_models: compiled models of finished runs kept in memory, so a later run of the same
       network, loss and optimizer re-initialises one instead of building and tracing anew
       (0: never). Speed only: a reused model starts from exactly the state a new one would.
+    checkpoint_steps: checkpoint a run's full training state every this many steps (0: not
+      by count); a killed run resumes at its last checkpoint when the command is rerun.
+    checkpoint_minutes: ... and whenever this many minutes have passed since the last one
+      (0: not by time). Every epoch end checkpoints too.
   """
 
   optimizers: tuple[str, ...] = ("adam",)
@@ -305,6 +309,8 @@ class TrainConfig:
   precision: str = "float32"
   jit_compile: bool = False
   reuse_models: int = 2
+  checkpoint_steps: int = 0
+  checkpoint_minutes: float = 10.0
 
   def __post_init__(self):
     _check_choices("train.optimizers", self.optimizers, OPTIMIZERS)
@@ -328,6 +334,10 @@ class TrainConfig:
     _check(self.steps_per_execution >= 1, "train.steps_per_execution must be >= 1")
     _check_choice("train.precision", self.precision, PRECISIONS)
     _check(self.reuse_models >= 0, f"train.reuse_models={self.reuse_models} must be >= 0 (0: never)")
+    _check(self.checkpoint_steps >= 0,
+           f"train.checkpoint_steps={self.checkpoint_steps} must be >= 0 (0: not by count)")
+    _check(self.checkpoint_minutes >= 0,
+           f"train.checkpoint_minutes={self.checkpoint_minutes} must be >= 0 (0: not by time)")
 
   def learning_rates_for(self, optimizer: str) -> tuple[float, ...]:
     return self.learning_rates or (getattr(self, f"{optimizer}_learning_rate"),)

@@ -33,7 +33,8 @@ import tensorflow as tf
 
 import simclr_distill
 from simclr_distill import augment as augment_lib
-from simclr_distill import fileio, finetune, labelling, losses, matrix, metrics, models, results
+from simclr_distill import checkpointing, fileio, finetune, labelling, losses, matrix, metrics
+from simclr_distill import models, results
 from simclr_distill import selection as selection_lib
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import pipeline, records
@@ -50,12 +51,23 @@ BACKUP = "backup"
 SELECTION = "selection"
 
 
-def build_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
+def build_strategy(name: str, tpu: str | None = None, *,
+                   collective_timeout: float | None = None) -> tf.distribute.Strategy:
   """Returns the tf.distribute strategy called `name`.
 
   "auto" picks TPU when `tpu` is given, MirroredStrategy when several GPUs are visible, else
   the default strategy. "mirrored" without GPUs mirrors over the logical CPU devices (useful
-  for tests; one logical CPU gives one replica).
+  for tests; one logical CPU gives one replica). "multi_worker" is MultiWorkerMirroredStrategy
+  over the cluster in the TF_CONFIG environment variable (every worker runs the same command;
+  worker 0 writes the files, see `is_writer`).
+
+  Args:
+    name: "auto", "default", "mirrored", "multi_worker" or "tpu".
+    tpu: the TPU's name or address, for "tpu" and "auto".
+    collective_timeout: "multi_worker" only: seconds after which a collective (a gradient
+      all-reduce) that still waits for a peer fails, so a lost worker ends the others with an
+      error instead of a hang. It must exceed the longest gap between two steps of any worker
+      (tracing, evaluation, checkpoint writes); None waits forever.
   """
   if name == "auto":
     if tpu:
@@ -71,13 +83,30 @@ def build_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
         d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices)
   if name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
   if name == "tpu":
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
   raise ValueError(f"unknown strategy {name!r}; known: auto, default, mirrored, multi_worker, tpu")
+
+
+def is_writer(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes a run's files (checkpoints, history, model, predictions,
+  results row): True for a single process (any one-worker strategy) and for the chief of a
+  MultiWorkerMirroredStrategy cluster (worker 0, or the "chief" task if TF_CONFIG has one);
+  False for its other workers, which must still take part in every collective (training
+  steps, evaluation, `predict`) but write nothing that the chief or a later run reads."""
+  return bool(strategy.extended.should_checkpoint)
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+  """Whether `strategy` spans several processes: a MultiWorkerMirroredStrategy whose TF_CONFIG
+  names more than one task (the test Keras' trainer applies to take its multi-worker paths)."""
+  return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and
+          strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
 
 
 class Distiller(keras.Model):
@@ -124,6 +153,20 @@ class Distiller(keras.Model):
 
   def call(self, images, training=False):
     return self.student(student_view(images), training=training)
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    # Keras (3.15) builds a model made under a strategy from the first batch of `fit` and
+    # `evaluate`: it opens an iterator, takes a batch, averages it over the replicas with
+    # `strategy.reduce` and opens a fresh iterator for training. Under
+    # MultiWorkerMirroredStrategy that reduce fails on a nested batch like ours ("Attempt to
+    # convert a value (PerReplica...)"), and under any strategy the abandoned iterator's
+    # prefetching draws reshuffle seeds from the stream's shared generator at random times,
+    # so the training order (and a seeded run's result) varies. Only the batch's shapes and
+    # dtypes matter: the dataset's element spec gives them without opening an iterator.
+    if iterator is not None and data_batch is None and self._distribute_strategy is not None:
+      data_batch = iterator.data_adapter.get_tf_dataset().element_spec
+      iterator = None
+    super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
   def _teacher_logits(self, images, targets):
     if self.teacher is not None:
@@ -193,6 +236,12 @@ class Distiller(keras.Model):
       if metric.name not in skipped:
         value = metric.result()
         result.update(value if isinstance(value, dict) else {metric.name: value})
+    if is_multi_worker(self.distribute_strategy):
+      # Keras (3.15) averages a step's logs over a multi-worker cluster with
+      # `strategy.reduce(MEAN, value, axis=0)`, which fails on a scalar ("Invalid reduction
+      # dimension 0 for input with 0 dimensions"; tensorflow/tensorflow#72388): as [1]
+      # vectors they reduce to the scalar mean over the replicas, as on one worker.
+      result = {name: tf.reshape(value, [1]) for name, value in result.items()}
     return result
 
 
@@ -277,9 +326,13 @@ class RunContext:
                preset: str = "", shuffle_buffer: int = 10_000, cache: bool = True,
                steps_per_execution: int = 1, encoders: dict | None = None,
                imagenet_dir: str | None = None, precision: str = "float32",
-               jit_compile: bool = False, reuse_models: int = 2):
+               jit_compile: bool = False, reuse_models: int = 2,
+               checkpoint: checkpointing.CheckpointPolicy = checkpointing.CheckpointPolicy()):
     self.workdir = pathlib.Path(workdir)
     self.data, self.strategy = data, strategy
+    # False on the non-chief workers of a multi-worker cluster: they train in lockstep with
+    # the chief but leave every file to it (see `is_writer`).
+    self.is_writer = is_writer(strategy)
     self.zoo_dir = pathlib.Path(zoo_dir) if zoo_dir else None
     self.labels_dir = pathlib.Path(labels_dir) if labels_dir else self.workdir / "labels"
     self.safe_mode, self.preset = safe_mode, preset
@@ -293,6 +346,7 @@ class RunContext:
     # Compiled, traced models of finished runs, kept for the next run of the same shape
     # (`execute_run` re-initialises them): up to `reuse_models`, least recently used dropped.
     self.reuse_models = reuse_models
+    self.checkpoint = checkpoint  # When runs checkpoint within an epoch.
     self._warm: collections.OrderedDict[tuple, Distiller] = collections.OrderedDict()
 
   def take_warm(self, key: tuple | None) -> "Distiller | None":
@@ -407,7 +461,7 @@ class RunDatasets:
 
   def _examples(self, ids) -> tf.data.Dataset:
     # Only the run's label field is parsed, cached and shuffled with the image and id.
-    return pipeline.sized(self.ctx.data, ids, labels=[self.label_key])
+    return shard_by_data(pipeline.sized(self.ctx.data, ids, labels=[self.label_key]))
 
   def global_batch(self) -> int:
     return self.run.batch_size * self.ctx.replicas
@@ -419,11 +473,13 @@ class RunDatasets:
     return pipeline.shuffled(self._examples(ids), size=len(ids), seed=self.run.seed,
                              cache=self.ctx.cache, shuffle_buffer=self.ctx.shuffle_buffer)
 
-  def train(self) -> tf.data.Dataset:
+  def train(self, skip_batches: int = 0) -> tf.data.Dataset:
     """Batches of (images, targets): shuffled (balanced) examples -> the student's augmented
     view (and the teacher's, for independent views) -> batch -> targets -> mixup of the batch.
 
-    Every random draw is a stateless function of the run's seed, so a seed repeats a run.
+    Every random draw is a stateless function of the run's seed, so a seed repeats a run, and
+    `skip_batches` gives the same stream less its first batches (a resumed run's position):
+    skipped examples are read and shuffled but neither augmented nor batched.
     """
     run = self.run
     if len(self.groups) > 1:  # Equal draws from each teacher class, each stream reshuffled.
@@ -432,14 +488,18 @@ class RunDatasets:
           seed=run.seed)
     else:
       ds = self._shuffled(self.train_ids)
+    skipped = skip_batches * self.global_batch()
     if run.augment:
-      ds = tf.data.Dataset.zip((ds, _seeds(run.seed))).map(
+      ds = tf.data.Dataset.zip((ds, _seeds(run.seed))).skip(skipped).map(
           _views_fn(run.augment, independent=run.teacher_mode == "independent"),
           num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+      ds = ds.skip(skipped)
     ds = ds.batch(self.global_batch(), drop_remainder=True).map(
         self._targets(training=True), num_parallel_calls=tf.data.AUTOTUNE)
     if run.mixup:
-      ds = tf.data.Dataset.zip((ds, _seeds(run.seed + 1))).map(_mixup_fn(run.mixup))
+      ds = tf.data.Dataset.zip((ds, _seeds(run.seed + 1).skip(skip_batches))).map(
+          _mixup_fn(run.mixup))
     return ds.prefetch(tf.data.AUTOTUNE)
 
   def evaluation(self, ids) -> tf.data.Dataset:
@@ -459,6 +519,18 @@ class RunDatasets:
 
     return self._examples(self.test_ids).batch(self.global_batch()).map(with_id).prefetch(
         tf.data.AUTOTUNE)
+
+
+def shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """`ds` with tf.data's auto-sharding set to DATA (the option reaches every dataset built on
+  it): under MultiWorkerMirroredStrategy each worker runs the whole, seeded pipeline and keeps
+  its replicas' slices of each global batch, so the workers together train on exactly the
+  batches one process would. The default (AUTO, sharding by file) would give each worker
+  other TFRecord shards: other examples, and other counts once the records are filtered by id.
+  One-worker strategies do not shard."""
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+  return ds.with_options(options)
 
 
 def _seeds(seed: int) -> tf.data.Dataset:
@@ -727,31 +799,37 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
             run.optimizer, run.learning_rate, schedule=run.schedule,
             total_steps=run.epochs * steps, warmup_steps=run.warmup_epochs * steps),
             steps_per_execution=ctx.steps_per_execution, jit_compile=ctx.jit_compile)
-  if not (run_dir / BACKUP).exists():  # A fresh start: no selection state may survive.
+  checkpoint = checkpointing.StepCheckpoint(
+      run_dir, lambda: checkpointing.training_variables(distiller, student), ctx.checkpoint,
+      writer=ctx.is_writer)
+  saved = checkpoint.saved_position()
+  if saved is None:  # A fresh start: nothing of an earlier attempt may survive.
     shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
-  fileio.align_history(run_dir / HISTORY, run_dir / BACKUP)
-  # BackupAndRestore needs a built model; one forward pass builds the wrapper.
+    shutil.rmtree(run_dir / BACKUP, ignore_errors=True)  # Keras backups of older versions.
+  fileio.align_history(run_dir / HISTORY, saved.epoch if saved else None)
+  # One forward pass builds the wrapper, so every variable exists before a restore.
   distiller(tf.zeros((1, *ctx.data.image_shape)), training=False)
   progress = _ProgressLogger(run.run_id, run.epochs)
   selection = None
   callbacks: list[keras.callbacks.Callback] = [keras.callbacks.CSVLogger(str(run_dir / HISTORY),
                                                                          append=True)]
-  if run.early_stopping:  # Its state is saved before the backup of the same epoch.
+  if run.early_stopping:  # Its state is saved before the checkpoint of the same epoch.
     selection = selection_lib.ModelSelection(student, monitor=run.monitor, patience=run.patience,
                                              select=run.select, state_dir=run_dir / SELECTION)
+    selection.defer_finish = True  # Once, after the last of a resumed run's `fit` calls.
     callbacks.append(selection)
-  callbacks += [keras.callbacks.BackupAndRestore(str(run_dir / BACKUP), double_checkpoint=True),
-                progress, keras.callbacks.TerminateOnNaN()]
+  callbacks += [progress, keras.callbacks.TerminateOnNaN()]
   fit_start = time.perf_counter()
-  history = distiller.fit(
-      datasets.train(), epochs=run.epochs, steps_per_epoch=steps,
+  history = checkpointing.resumable_fit(
+      distiller, datasets.train, checkpoint=checkpoint, epochs=run.epochs, steps_per_epoch=steps,
       validation_data=datasets.evaluation(datasets.val_ids) if run.early_stopping else None,
-      callbacks=callbacks, shuffle=False, verbose=0).history
+      callbacks=callbacks)
+  if selection is not None:
+    selection.finish()
   fit_seconds = time.perf_counter() - fit_start
-  shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
-  epochs_run = progress.epochs_done
-  epochs_this_process = len(history.get("loss", []))
-  losses_seen = np.asarray(history.get("loss", [np.nan]), np.float64)
+  epochs_run = checkpoint.position.epoch
+  nonfinite = checkpoint.position.nonfinite or not np.isfinite(
+      np.asarray(history.get("loss", []), np.float64)).all()
   best_epoch = selection.best_epoch if selection is not None and selection.best_epoch else epochs_run
   selected_epoch = best_epoch if selection is not None and run.select == "best" else epochs_run
   axes = run.axes()
@@ -782,10 +860,10 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
       "steps_per_execution": ctx.steps_per_execution, "train_examples": len(datasets.train_ids),
       "test_examples": len(datasets.test_ids), "dataset": run.dataset, "preset": ctx.preset,
       "code_version": code_version(),
-      "images_per_second": epochs_this_process * steps * datasets.global_batch()
+      "images_per_second": checkpoint.steps_trained * datasets.global_batch()
                            / max(fit_seconds, 1e-9),
   }
-  if not np.isfinite(losses_seen).all():
+  if nonfinite:
     row.update(status="failed", error=f"training loss became non-finite at epoch {epochs_run}; "
                "lower the learning rate or check the inputs and teacher logits")
   else:
@@ -809,5 +887,9 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   row["wall_seconds"] = time.perf_counter() - start
   row["finished_at"] = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
   results.write_row(ctx.workdir, row)
+  # Only now: a kill before the row leaves the state a rerun needs to finish identically.
+  checkpoint.delete()
+  if ctx.is_writer:
+    shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
   ctx.keep_warm(key, distiller)
   return row

@@ -91,6 +91,24 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
       fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def try_lock(path: str | os.PathLike) -> Iterator[bool]:
+  """Tries to take the exclusive lock on `path` without waiting; yields whether it got it (and
+  holds it for the block if so). A killed holder's lock is released by the OS."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a") as f:
+    try:
+      fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
+    finally:
+      fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def digest(path: str | os.PathLike) -> str:
   """A short SHA-256 of a file's bytes, or of a directory's files (names and bytes), streamed."""
   import hashlib
@@ -106,20 +124,22 @@ def digest(path: str | os.PathLike) -> str:
   return h.hexdigest()[:16]
 
 
-def align_history(history: str | os.PathLike, backup: str | os.PathLike) -> None:
-  """Keeps a CSVLogger history to the epochs a Keras BackupAndRestore directory holds, so a
-  resumed run logs each epoch once.
+def align_history(history: str | os.PathLike, epochs_done: int | None) -> None:
+  """Keeps a CSVLogger history to the epochs a run's checkpoint holds, so a resumed run logs
+  each epoch once.
 
-  Without a backup the run starts afresh and older lines go; with one, lines of epochs after
-  the backed-up one (logged before a kill, then redone) go.
+  Args:
+    history: the CSV file (epoch index first).
+    epochs_done: epochs finished at the checkpoint, or None without one: the run starts
+      afresh and older lines go; with one, lines of later epochs (logged before a kill, then
+      redone) go.
   """
-  history, metadata = pathlib.Path(history), pathlib.Path(backup) / "training_metadata.json"
+  history = pathlib.Path(history)
   if not history.is_file():
     return
-  if not metadata.is_file():
+  if epochs_done is None:
     history.unlink()
     return
-  done = read_json(metadata)["epoch"]
   lines = history.read_text().splitlines(keepends=True)
-  kept = lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) < done]
+  kept = lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) < epochs_done]
   write_text(history, "".join(kept))

@@ -22,7 +22,7 @@ import time
 import keras
 import tensorflow as tf
 
-from simclr_distill import augment, config as config_lib, contrastive, fileio, models
+from simclr_distill import augment, checkpointing, config as config_lib, contrastive, fileio, models
 from simclr_distill.data import pipeline, records
 from simclr_distill.data import splits as splits_lib
 
@@ -115,13 +115,14 @@ class SimCLR(keras.Model):
 
 
 def make_view_pairs(data: records.PreparedData, ids, *, batch_size: int, seed: int,
-                    policy: str) -> tf.data.Dataset:
-  """Endless (view1, view2) batches: shuffle -> repeat -> augment with fresh seeds -> batch."""
+                    policy: str, skip_batches: int = 0) -> tf.data.Dataset:
+  """Endless (view1, view2) batches: shuffle -> repeat -> augment with fresh seeds -> batch;
+  with `skip_batches`, the same stream less its first batches (a resumed run's position)."""
   images = pipeline.sized(data, ids).map(lambda ex: ex["image"], num_parallel_calls=tf.data.AUTOTUNE)
   stream = pipeline.shuffled(images, size=len(ids), seed=seed)
   # A seeded random stream after repeat: new views every epoch, the same views for a seed.
   seeds = tf.data.Dataset.random(seed=seed).batch(2).map(lambda s: tf.cast(s % (2**31 - 1), tf.int32))
-  pairs = tf.data.Dataset.zip(stream, seeds).map(
+  pairs = tf.data.Dataset.zip(stream, seeds).skip(skip_batches * batch_size).map(
       lambda image, s: augment.make_views(image, s, policy=policy),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return pairs.map(lambda v1, v2: ((v1, v2),)).batch(
@@ -137,16 +138,21 @@ def pretraining_pool(data: records.PreparedData) -> list[str]:
 
 
 def run_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir: str | pathlib.Path,
-                    *, strategy: tf.distribute.Strategy | None = None) -> pathlib.Path:
+                    *, strategy: tf.distribute.Strategy | None = None,
+                    checkpoint: checkpointing.CheckpointPolicy = checkpointing.CheckpointPolicy(),
+                    ) -> pathlib.Path:
   """Pretrains (or resumes, or skips when finished) one encoder; returns its checkpoint path.
+
+  The training state is checkpointed per `checkpoint` and at every epoch end in
+  `<workdir>/pretrain/<name>/`; a killed run resumes there when called again.
 
   Raises:
     ValueError: for an empty pool or an architecture that cannot take the data's input size.
   """
   out = pathlib.Path(workdir) / "pretrain" / cfg.name
-  checkpoint = out / CHECKPOINT
-  if checkpoint.is_file():
-    return checkpoint
+  checkpoint_path = out / CHECKPOINT
+  if checkpoint_path.is_file():
+    return checkpoint_path
   out.mkdir(parents=True, exist_ok=True)
   strategy = strategy or tf.distribute.get_strategy()
   ids = pretraining_pool(data)
@@ -165,21 +171,31 @@ def run_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir: st
       optimizer = keras.optimizers.Adam(cfg.learning_rate)
     model.compile(optimizer=optimizer)
   zeros = tf.zeros((1, *data.image_shape))
-  model((zeros, zeros))  # BackupAndRestore needs a built model.
-  fileio.align_history(out / "history.csv", out / "backup")
+  model((zeros, zeros))  # Builds every variable before a restore.
+  state = checkpointing.StepCheckpoint(out, lambda: checkpointing.training_variables(model),
+                                       checkpoint, writer=bool(strategy.extended.should_checkpoint))
+  saved = state.saved_position()
+  fileio.align_history(out / "history.csv", saved.epoch if saved else None)
   fileio.write_json(out / "config.json", {"pretrain": dataclasses.asdict(cfg), "pool": len(ids),
                                           "replicas": strategy.num_replicas_in_sync,
                                           "data": data.fingerprint()})
   start = time.perf_counter()
-  model.fit(make_view_pairs(data, ids, batch_size=global_batch, seed=cfg.seed, policy=cfg.policy),
-            epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
-            callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-                       keras.callbacks.BackupAndRestore(str(out / "backup"), double_checkpoint=True),
-                       keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: log.info(
-                           "pretrain %s epoch %d/%d: loss=%.4f", cfg.name, e + 1, cfg.epochs,
-                           logs["loss"]))])
-  with fileio.atomic_path(checkpoint, suffix=".keras") as tmp:
+  checkpointing.resumable_fit(
+      model, lambda skip: make_view_pairs(data, ids, batch_size=global_batch, seed=cfg.seed,
+                                          policy=cfg.policy, skip_batches=skip),
+      checkpoint=state, epochs=cfg.epochs, steps_per_epoch=steps,
+      callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+                 keras.callbacks.TerminateOnNaN(),
+                 keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: log.info(
+                     "pretrain %s epoch %d/%d: loss=%.4f", cfg.name, e + 1, cfg.epochs,
+                     logs["loss"]))])
+  if state.position.nonfinite:
+    raise ValueError(f"pretraining {cfg.name} diverged: its loss became NaN/inf by epoch "
+                     f"{state.position.epoch}; lower --pretrain learning rate or check the data, "
+                     f"then delete {out} to restart")
+  with fileio.atomic_path(checkpoint_path, suffix=".keras") as tmp:
     network.save(tmp)
+  state.delete()
   log.info("pretrained %s on %d examples in %.0f s -> %s", cfg.name, len(ids),
-           time.perf_counter() - start, checkpoint)
-  return checkpoint
+           time.perf_counter() - start, checkpoint_path)
+  return checkpoint_path

@@ -59,8 +59,12 @@ class ModelSelection(keras.callbacks.Callback):
     self.best_epoch = self.last_epoch = self.wait = 0
     self.best_weights: list[np.ndarray] | None = None
     self.last_weights: list[np.ndarray] | None = None
+    self.defer_finish = False
 
   def on_train_begin(self, logs=None):
+    self._load()
+
+  def _load(self) -> None:
     state = self.state_dir / STATE
     if state.is_file() and (self.state_dir / BEST).is_file():
       saved = fileio.read_json(state)
@@ -88,6 +92,11 @@ class ModelSelection(keras.callbacks.Callback):
       raise ValueError(f"model selection monitors {self.monitor!r}, which this run does not log; "
                        f"it logs {', '.join(sorted(logs))}: choose one with --monitor")
     value = float(logs[self.monitor])
+    if epoch + 1 <= self.last_epoch:
+      # This epoch was recorded before a kill that came before the run's checkpoint of it; the
+      # resumed run has redone it (identically): count it once.
+      self._maybe_stop(epoch)
+      return
     self.last_epoch = epoch + 1
     if self._improved(value):
       self.best_value, self.best_epoch, self.wait = value, epoch + 1, 0
@@ -101,12 +110,25 @@ class ModelSelection(keras.callbacks.Callback):
       fileio.write_json(self.state_dir / STATE, {
           "monitor": self.monitor, "best_value": self.best_value, "best_epoch": self.best_epoch,
           "last_epoch": self.last_epoch, "wait": self.wait})
+    self._maybe_stop(epoch)
+
+  def _maybe_stop(self, epoch: int) -> None:
     if self.patience and self.wait >= self.patience:
       log.info("early stopping at epoch %d: %s has not improved for %d epochs (best %.4f at "
                "epoch %d)", epoch + 1, self.monitor, self.wait, self.best_value, self.best_epoch)
       self.model.stop_training = True
 
   def on_train_end(self, logs=None):
+    if not self.defer_finish:
+      self.finish()
+
+  def finish(self) -> None:
+    """Keeps the last epoch's weights in `last_weights` and, with select="best", loads the best
+    epoch's into the network. Called at the end of `fit` unless `defer_finish` is set (a
+    resumed run trains in several `fit` calls and calls this once, after the last, or after
+    none when it had finished training before a kill)."""
+    if self.best_weights is None:
+      self._load()
     self.last_weights = self.network.get_weights()
     if self.select == "best" and self.best_weights is not None:
       self.network.set_weights(self.best_weights)

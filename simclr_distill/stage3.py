@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from simclr_distill import augment, fileio, labelling, matrix, models, results
+from simclr_distill import augment, checkpointing, fileio, labelling, matrix, models, results
 from simclr_distill import distill as distill_lib
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.config import STUDY_SPLIT_PERCENTS, DistillConfig
@@ -36,8 +36,9 @@ def open_data(config: DistillConfig) -> records.PreparedData:
   data_dir = d.data_dir
   if d.source == "digits":
     percents = sorted(set(STUDY_SPLIT_PERCENTS) | set(d.split_percents))
-    data_dir = d.data_dir or pathlib.Path(config.workdir) / "data"
-    digits.prepare_digits(data_dir, percents=percents)
+    data_dir = pathlib.Path(d.data_dir or pathlib.Path(config.workdir) / "data")
+    with fileio.file_lock(data_dir.parent / f".{data_dir.name}.lock"):  # Shards start together.
+      digits.prepare_digits(data_dir, percents=percents)
   data = records.PreparedData.open(data_dir, bands=d.bands or None, image_size=d.image_size,
                                    standardize=d.standardize)
   for scheme in d.schemes:
@@ -61,6 +62,8 @@ def make_context(config: DistillConfig, *, safe_mode: bool = True,
                     steps_per_execution=config.train.steps_per_execution, encoders=encoders,
                     precision=config.train.precision, jit_compile=config.train.jit_compile,
                     reuse_models=config.train.reuse_models,
+                    checkpoint=checkpointing.CheckpointPolicy(config.train.checkpoint_steps,
+                                                              config.train.checkpoint_minutes),
                     imagenet_dir=config.student.imagenet_dir)
 
 
@@ -79,7 +82,13 @@ def demo_teacher_runs(config: DistillConfig, ctx: RunContext) -> list[matrix.Run
 
 
 def ensure_demo_zoo(config: DistillConfig, ctx: RunContext) -> list[teachers_lib.TeacherEntry]:
-  """Trains the missing demo teachers into the zoo; their scores go in the results table."""
+  """Trains the missing demo teachers into the zoo; their scores go in the results table.
+  Processes started together (shards) train them once: the others wait for the zoo's lock."""
+  with fileio.file_lock(ctx.zoo_dir / ".zoo.lock"):
+    return _ensure_demo_zoo(config, ctx)
+
+
+def _ensure_demo_zoo(config: DistillConfig, ctx: RunContext) -> list[teachers_lib.TeacherEntry]:
   zoo = ctx.zoo_dir
   existing = {e.teacher_id: e for e in teachers_lib.read_zoo(zoo)} if (
       zoo / teachers_lib.MANIFEST).is_file() else {}
@@ -179,13 +188,31 @@ def train_runs(runs, ctx: RunContext, what: str, after=None) -> None:
            len(runs) - len(todo), len(todo))
   start = time.perf_counter()
   for i, run in enumerate(todo, start=1):
-    row = execute_run(run, ctx)
+    # A run is claimed for as long as it trains: another process given the same shard (or an
+    # overlapping --only) skips it instead of training it a second time in the same directory.
+    with claim_run(ctx, run) as claimed:
+      if not claimed:
+        log.info("[%s %d/%d] %s: being trained by another process; skipped", what, i, len(todo),
+                 run.run_id)
+        continue
+      if results.is_done(ctx.workdir, run.run_id):  # Finished by another process meanwhile.
+        continue
+      row = execute_run(run, ctx)
     results.consolidate(ctx.workdir)
     if after:
       after(run, row)
     log.info("[%s %d/%d] %s: %s f1=%.3f in %.1f s; ETA %.0f s", what, i, len(todo), run.run_id,
              row["status"], row.get("f1", float("nan")), row["wall_seconds"],
              (time.perf_counter() - start) / i * (len(todo) - i))
+
+
+CLAIM = ".claim"
+
+
+def claim_run(ctx: RunContext, run: matrix.RunSpec):
+  """A context manager yielding whether this process holds `run`'s claim (a lock file in its
+  run directory, released when the block ends or the process dies)."""
+  return fileio.try_lock(ctx.workdir / results.RUNS / run.run_id / CLAIM)
 
 
 def _needs_cache(run: matrix.RunSpec) -> bool:

@@ -24,7 +24,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from simclr_distill import config as config_lib, fileio, finetune, matrix, models, pretrain, results
+from simclr_distill import checkpointing, config as config_lib, fileio, finetune, matrix, models
+from simclr_distill import pretrain, results
 from simclr_distill import stage3
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import records
@@ -279,7 +280,10 @@ def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
       if own.image_shape != data.image_shape:
         raise ValueError(f"encoder {spec.name}: its data {spec.data_dir} has images of "
                          f"{own.image_shape}, the study's {data.image_shape}; prepare both alike")
-      checkpoint = pretrain.run_pretraining(pcfg, own, cfg.workdir, strategy=strategy)
+      train_cfg = cfg.distill.train
+      checkpoint = pretrain.run_pretraining(
+          pcfg, own, cfg.workdir, strategy=strategy, checkpoint=checkpointing.CheckpointPolicy(
+              train_cfg.checkpoint_steps, train_cfg.checkpoint_minutes))
     encoders.append(finetune.Encoder(name=spec.name, optimizer=spec.optimizer,
                                      checkpoint=str(checkpoint), arch=pcfg.arch, width=pcfg.width))
   return encoders

@@ -60,6 +60,8 @@ _MAPPING: dict[str, tuple[str, Callable]] = {
     "mixed_precision": ("train.precision", str),
     "jit_compile": ("train.jit_compile", bool),
     "reuse_models": ("train.reuse_models", int),
+    "checkpoint_steps": ("train.checkpoint_steps", int),
+    "checkpoint_minutes": ("train.checkpoint_minutes", float),
     "protocol": ("protocol", str),
     "baseline": ("baseline", bool),
     "strategy": ("strategy", str),
@@ -190,6 +192,11 @@ def define_flags(groups=GROUPS, presets=None) -> None:
     flags.DEFINE_integer("shard_index", None, "This process's shard of the run matrix.")
     flags.DEFINE_integer("num_shards", None, "Number of shards the matrix is split into.")
     flags.DEFINE_string("only", None, 'Run a subset, e.g. "arch=ResNet50,split_percent=3|10".')
+    flags.DEFINE_integer("checkpoint_steps", None, "Checkpoint each training run's full state every N "
+                         "steps (0: not by count). A killed run (preemption, SIGKILL) resumes at "
+                         "its last checkpoint when the same command is rerun.")
+    flags.DEFINE_float("checkpoint_minutes", None, "... and every M minutes (default 10; 0: not by "
+                       "time). Every epoch end checkpoints too.")
 
 
 def _changes(mapping) -> dict:

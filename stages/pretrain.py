@@ -5,7 +5,7 @@
 
 Writes W/pretrain/<name>/simclr.keras (image -> 128-d projection; layer "projection_512" is
 where fine-tuning attaches), history.csv and config.json. Reruns skip a finished encoder and
-resume a killed one at its last epoch.
+resume a killed one at its last checkpoint (--checkpoint_steps, --checkpoint_minutes).
 """
 
 from absl import app, flags
@@ -28,6 +28,10 @@ flags.DEFINE_enum("policy", None, ["study", "simclr"], "Augmentation policy.")
 flags.DEFINE_integer("seed", None, "Seed of views, shuffling and initialisation.")
 flags.DEFINE_enum("strategy", "auto", config_lib.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_string("tpu", None, "TPU name or address (with --strategy=tpu).")
+flags.DEFINE_integer("checkpoint_steps", 0, "Checkpoint the training state every N steps (0: not "
+                     "by count); a killed run resumes at its last checkpoint when rerun.")
+flags.DEFINE_float("checkpoint_minutes", 10.0, "... and every M minutes (0: not by time). Every "
+                   "epoch end checkpoints too.")
 FLAGS = flags.FLAGS
 _FIELDS = ("name", "arch", "width", "optimizer", "learning_rate", "temperature", "batch_size",
            "epochs", "policy", "seed")
@@ -43,7 +47,7 @@ def main(argv):
     import dataclasses
     import pathlib
 
-    from simclr_distill import distill, pretrain
+    from simclr_distill import checkpointing, distill, pretrain
     from simclr_distill.data import digits, records
 
     cfg = dataclasses.replace(pretrain.PRESETS[FLAGS.preset], **{
@@ -52,8 +56,9 @@ def main(argv):
       data = records.PreparedData.open(FLAGS.data_dir)
     else:
       data = digits.prepare_digits(pathlib.Path(FLAGS.workdir) / "data")
-    checkpoint = pretrain.run_pretraining(cfg, data, FLAGS.workdir,
-                                          strategy=distill.build_strategy(FLAGS.strategy, FLAGS.tpu))
+    checkpoint = pretrain.run_pretraining(
+        cfg, data, FLAGS.workdir, strategy=distill.build_strategy(FLAGS.strategy, FLAGS.tpu),
+        checkpoint=checkpointing.CheckpointPolicy(FLAGS.checkpoint_steps, FLAGS.checkpoint_minutes))
     print(f"pretrained encoder {cfg.name}: {checkpoint}")
 
   common.run_or_explain(go)

@@ -139,10 +139,10 @@ def test_a_run_killed_mid_training_resumes_from_its_last_epoch(tmp_path, monkeyp
   with pytest.raises(_Preempted):
     distill.execute_run(run, ctx)
   run_dir = tmp_path / "runs" / run.run_id
-  assert (run_dir / "backup").is_dir() and not results.is_done(tmp_path, run.run_id)
+  assert (run_dir / "training_state.npz").is_file() and not results.is_done(tmp_path, run.run_id)
   monkeypatch.setattr(distill._ProgressLogger, "on_epoch_end", original)
   row = distill.execute_run(run, ctx)
   history = (run_dir / "history.csv").read_text().splitlines()
   assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2", "3", "4"]
   assert row["epochs_run"] == 5 and row["status"] == "ok"
-  assert not (run_dir / "backup").exists() and results.is_done(tmp_path, run.run_id)
+  assert not (run_dir / "training_state.npz").exists() and results.is_done(tmp_path, run.run_id)

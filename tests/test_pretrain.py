@@ -37,7 +37,7 @@ def test_pool_excludes_both_test_lists_and_checkpoint_exposes_the_512_layer(pret
   model = keras.models.load_model(checkpoint)
   assert model.get_layer(pretrain.PROJECTION_LAYER).output.shape[-1] == 512
   assert model.output.shape[-1] == 128
-  assert not (checkpoint.parent / "backup").exists()
+  assert not (checkpoint.parent / "training_state.npz").exists()
   again = pretrain.run_pretraining(pretrain.PretrainConfig(name="demo"), data, checkpoint.parents[2])
   assert again == checkpoint  # finished: skipped
 

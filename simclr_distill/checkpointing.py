@@ -1,0 +1,282 @@
+"""Step-level training checkpoints: a killed run resumes at its last checkpoint, not its last
+epoch, and ends where an uninterrupted run of the same seed ends.
+
+Keras' `BackupAndRestore` saves mid-epoch but restarts the epoch from its first batch on a
+resume, so the resumed run sees a different data order and its step count drifts. Here a
+checkpoint is one file (written atomically) holding
+
+  * every variable the training step changes: the network's weights and normalisation
+    statistics, its dropout seed states, the optimizer's moments and step count, and the
+    accumulators of the epoch's running metrics;
+  * the position: finished epochs and steps done in the current one;
+
+and `resumable_fit` restores it, rebuilds the (seeded, deterministic) training stream
+positioned at the next batch, runs the rest of the interrupted epoch as a short `fit` and then
+the remaining epochs. With deterministic ops the resumed run's weights equal the
+uninterrupted run's bit for bit.
+
+Checkpoints are taken every `every_steps` steps and/or `every_minutes` minutes, and at every
+epoch end. Only the writer (a single process, or the chief of a multi-worker cluster) writes;
+every worker restores from the same file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from simclr_distill import fileio
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "training_state.npz"
+_META = "__meta__"
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be restored into this run's model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+  """Where training stands: `epoch` epochs finished and `step` steps of the next one done;
+  `stopped` when a callback ended training early (early stopping, a non-finite loss), and
+  `nonfinite` when a training loss was NaN or inf."""
+
+  epoch: int = 0
+  step: int = 0
+  stopped: bool = False
+  nonfinite: bool = False
+
+  def batches(self, steps_per_epoch: int) -> int:
+    """Training batches consumed so far (the stream's offset)."""
+    return self.epoch * steps_per_epoch + self.step
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointPolicy:
+  """When to checkpoint during an epoch (an epoch end always checkpoints).
+
+  Attributes:
+    every_steps: every this many training steps (0: never by count).
+    every_minutes: when this many minutes have passed since the last checkpoint (0: never by
+      time).
+  """
+
+  every_steps: int = 0
+  every_minutes: float = 10.0
+
+  def __post_init__(self):
+    if self.every_steps < 0 or self.every_minutes < 0:
+      raise ValueError(f"checkpoint frequency must be >= 0 (got every {self.every_steps} steps, "
+                       f"every {self.every_minutes} minutes)")
+
+
+def training_variables(model: keras.Model, network: keras.Model | None = None) -> list:
+  """What a training step changes, less the metric accumulators (`StepCheckpoint` adds
+  those): `network`'s variables (default: `model`'s; they include dropout seed states) and the
+  optimizer's (built if needed). A frozen teacher inside `model` is left out by passing the
+  student as `network`."""
+  network = network if network is not None else model
+  optimizer = model.optimizer
+  if not optimizer.built:
+    optimizer.build(model.trainable_variables)
+  return [*network.variables, *optimizer.variables]
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+  """Saves and restores the training state of one run in `directory/STATE_FILE`.
+
+  Args:
+    directory: the run's directory.
+    variables: returns the model, optimizer and network variables to save (see
+      `training_variables`), in a fixed order.
+    policy: when to checkpoint within an epoch.
+    writer: whether this process writes (False for non-chief workers).
+  """
+
+  def __init__(self, directory: str | pathlib.Path, variables: Callable[[], Sequence],
+               policy: CheckpointPolicy = CheckpointPolicy(), *, writer: bool = True):
+    super().__init__()
+    self.path = pathlib.Path(directory) / STATE_FILE
+    self._variables = variables
+    self.policy, self.writer = policy, writer
+    self._epoch = 0
+    self._offset = 0  # Steps of the current epoch done before this `fit` call.
+    self._done = 0  # Steps of the current epoch done so far.
+    self._since = 0  # Steps since the last checkpoint.
+    self._last_save = time.monotonic()
+    self._pending_metrics: tuple[int, list[np.ndarray]] | None = None
+    self._nonfinite = False
+    self.position = Position()  # The latest position saved or restored.
+    self.saves = 0
+    self.steps_trained = 0  # Steps trained by this process.
+
+  # -- the file --------------------------------------------------------------------------------
+
+  def _state(self) -> tuple[list, list]:
+    return list(self._variables()), list(self.model.metrics_variables)
+
+  def exists(self) -> bool:
+    return self.path.is_file()
+
+  def save(self, position: Position) -> None:
+    """Writes the state at `position`, atomically (a kill mid-write leaves the previous one)."""
+    self.position = position
+    if not self.writer:
+      return
+    variables, metric_variables = self._state()
+    meta = {"format": FORMAT, **dataclasses.asdict(position), "variables": len(variables),
+            "metric_variables": len(metric_variables), "saved_at": time.time()}
+    arrays = [np.asarray(v.numpy()) for v in (*variables, *metric_variables)]
+
+    def write(tmp: pathlib.Path) -> None:
+      with open(tmp, "wb") as f:  # A file object: np.savez would append ".npz" to a path.
+        np.savez(f, *arrays, **{_META: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+
+    fileio.atomic_write(self.path, write)
+    self._since, self._last_save = 0, time.monotonic()
+    self.saves += 1
+
+  def saved_position(self) -> Position | None:
+    """The position of the saved checkpoint (read without loading its arrays), or None."""
+    if not self.exists():
+      return None
+    try:
+      with np.load(self.path) as data:
+        meta = json.loads(data[_META].tobytes().decode())
+    except Exception as e:
+      raise CheckpointError(f"cannot read the training checkpoint {self.path} ({type(e).__name__}: "
+                            f"{e}); delete it to restart this run from scratch") from e
+    return Position(meta["epoch"], meta["step"], meta.get("stopped", False),
+                    meta.get("nonfinite", False))
+
+  def restore(self) -> Position:
+    """Loads the saved state into the model (metric accumulators at the next epoch's start);
+    returns its position, or Position() when there is no checkpoint.
+
+    Raises:
+      CheckpointError: if the file is unreadable or holds another model's variables.
+    """
+    if not self.exists():
+      return Position()
+    variables, metric_variables = self._state()
+    try:
+      with np.load(self.path) as data:
+        meta = json.loads(data[_META].tobytes().decode())
+        arrays = [data[f"arr_{i}"] for i in range(len(data.files) - 1)]
+    except Exception as e:  # A zip, JSON or key error: the file is not a checkpoint we wrote.
+      raise CheckpointError(f"cannot read the training checkpoint {self.path} ({type(e).__name__}: "
+                            f"{e}); delete it to restart this run from scratch") from e
+    if meta.get("format") != FORMAT:
+      raise CheckpointError(f"{self.path} has checkpoint format {meta.get('format')}, this code "
+                            f"reads {FORMAT}; delete it to restart the run")
+    saved, saved_metrics = arrays[:meta["variables"]], arrays[meta["variables"]:]
+    mismatch = len(saved) != len(variables) or any(
+        tuple(a.shape) != tuple(v.shape) for a, v in zip(saved, variables))
+    if mismatch:
+      raise CheckpointError(
+          f"{self.path} holds {len(saved)} variables that do not match this run's model "
+          f"({len(variables)}); it was written by another configuration: delete the run "
+          "directory to restart it")
+    for variable, value in zip(variables, saved):
+      variable.assign(value)
+    position = Position(meta["epoch"], meta["step"], meta.get("stopped", False),
+                        meta.get("nonfinite", False))
+    self.position, self._nonfinite = position, position.nonfinite
+    if position.step and len(saved_metrics) == len(metric_variables):
+      self._pending_metrics = (position.epoch, saved_metrics)
+    log.info("resuming from %s: epoch %d, step %d", self.path, position.epoch + 1, position.step)
+    return position
+
+  def delete(self) -> None:
+    if self.writer:
+      self.path.unlink(missing_ok=True)
+
+  # -- callback ----------------------------------------------------------------------------------
+
+  def start_at(self, position: Position) -> None:
+    """Called before a `fit` that starts `position.step` steps into epoch `position.epoch`."""
+    self._epoch, self._offset = position.epoch, position.step
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch, self._done = epoch, self._offset
+    if self._pending_metrics is not None and self._pending_metrics[0] == epoch:
+      # `fit` has just reset the metrics: the interrupted epoch's running means go on.
+      for variable, value in zip(self.model.metrics_variables, self._pending_metrics[1]):
+        variable.assign(value)
+    self._pending_metrics = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    done = self._offset + batch + 1  # `batch` is the last step of a multi-step execution.
+    self._since += done - self._done
+    self.steps_trained += done - self._done
+    loss = (logs or {}).get("loss")
+    if loss is not None and not np.isfinite(float(loss)):
+      self._nonfinite = True
+    self._done = done
+    policy = self.policy
+    due = (policy.every_steps and self._since >= policy.every_steps) or (
+        policy.every_minutes and time.monotonic() - self._last_save >= 60 * policy.every_minutes)
+    if due and not self._nonfinite:
+      self.save(Position(self._epoch, done))
+
+  def on_epoch_end(self, epoch, logs=None):
+    # Callbacks before this one (model selection, TerminateOnNaN) have had their say.
+    self._offset = 0
+    self.save(Position(epoch + 1, 0, stopped=bool(self.model.stop_training),
+                       nonfinite=self._nonfinite))
+
+
+def resumable_fit(model: keras.Model, make_train: Callable[[int], tf.data.Dataset], *,
+                  checkpoint: StepCheckpoint, epochs: int, steps_per_epoch: int,
+                  callbacks: Sequence[keras.callbacks.Callback] = (),
+                  validation_data=None) -> dict[str, list]:
+  """`model.fit` for `epochs` epochs that resumes from `checkpoint`, if it holds a state.
+
+  Args:
+    model: a compiled, built model.
+    make_train: returns the endless training stream positioned after its first `n` batches
+      (the stream must be a deterministic function of the run's seed).
+    checkpoint: the run's checkpoint callback (added to `callbacks`, last).
+    epochs, steps_per_epoch: as for `fit`.
+    callbacks: the other callbacks; each sees one `fit` per resumed partial epoch, so their
+      end-of-training work must not change the model (see `selection.ModelSelection.finish`).
+    validation_data: as for `fit`.
+
+  Returns:
+    The history of the epochs trained in this call (the resumed epoch's losses are the
+    whole epoch's means).
+  """
+  checkpoint.set_model(model)
+  position = checkpoint.restore()
+  history: dict[str, list] = {}
+  if position.stopped:  # Training had ended (early stopping, NaN) before the process did.
+    return history
+  callbacks = [*callbacks, checkpoint]
+
+  def fit(start: Position, end_epoch: int, steps: int) -> None:
+    checkpoint.start_at(start)
+    logs = model.fit(make_train(start.batches(steps_per_epoch)), initial_epoch=start.epoch,
+                     epochs=end_epoch, steps_per_epoch=steps, validation_data=validation_data,
+                     callbacks=callbacks, shuffle=False, verbose=0).history
+    for key, values in logs.items():
+      history.setdefault(key, []).extend(values)
+
+  if position.step and position.epoch < epochs:  # The rest of the interrupted epoch.
+    fit(position, position.epoch + 1, steps_per_epoch - position.step)
+    position = Position(position.epoch + 1, 0)
+    if model.stop_training:
+      return history
+  if position.epoch < epochs:
+    fit(position, epochs, steps_per_epoch)
+  return history
