@@ -227,7 +227,10 @@ class StepCheckpoint(keras.callbacks.Callback):
     policy = self.policy
     due = (policy.every_steps and self._since >= policy.every_steps) or (
         policy.every_minutes and time.monotonic() - self._last_save >= 60 * policy.every_minutes)
-    if due and not self._nonfinite:
+    # Not at the epoch's last step: the epoch-end checkpoint follows, after validation and
+    # model selection, which a resumed run could not redo from a mid-epoch state.
+    last = batch + 1 >= (self.params or {}).get("steps", float("inf"))
+    if due and not last and not self._nonfinite:
       self.save(Position(self._epoch, done))
 
   def on_epoch_end(self, epoch, logs=None):
@@ -272,6 +275,10 @@ def resumable_fit(model: keras.Model, make_train: Callable[[int], tf.data.Datase
     for key, values in logs.items():
       history.setdefault(key, []).extend(values)
 
+  if position.step >= steps_per_epoch:
+    raise CheckpointError(f"{checkpoint.path} is {position.step} steps into an epoch of "
+                          f"{steps_per_epoch}: it belongs to another batch size or data; delete "
+                          "it to restart the run")
   if position.step and position.epoch < epochs:  # The rest of the interrupted epoch.
     fit(position, position.epoch + 1, steps_per_epoch - position.step)
     position = Position(position.epoch + 1, 0)

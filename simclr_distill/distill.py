@@ -163,8 +163,9 @@ class Distiller(keras.Model):
     # prefetching draws reshuffle seeds from the stream's shared generator at random times,
     # so the training order (and a seeded run's result) varies. Only the batch's shapes and
     # dtypes matter: the dataset's element spec gives them without opening an iterator.
-    if iterator is not None and data_batch is None and self._distribute_strategy is not None:
-      data_batch = iterator.data_adapter.get_tf_dataset().element_spec
+    adapter = getattr(iterator, "data_adapter", None)
+    if adapter is not None and data_batch is None and self._distribute_strategy is not None:
+      data_batch = adapter.get_tf_dataset().element_spec
       iterator = None
     super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
@@ -377,6 +378,13 @@ def _targets_fn(label_key: str, task: str, labelled_table, teacher_table, teache
 
   def fn(ex):
     label = ex[label_key]
+    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(ex["image"], [tf.shape(ex["image"])[0], -1])), 1)
+    # A NaN/inf pixel would turn the run's loss into NaN several steps later; name it instead.
+    check = tf.debugging.Assert(tf.reduce_all(finite), [
+        "NON-FINITE INPUT: NaN/inf pixels in the images of example(s)",
+        tf.boolean_mask(ex["id"], tf.logical_not(finite))], summarize=8)
+    with tf.control_dependencies([check]):
+      label = tf.identity(label)
     if labelled_table is not None:
       mask = tf.cast(labelled_table.lookup(ex["id"]) > 0, tf.float32)
     else:
@@ -876,17 +884,20 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
       student.set_weights(selection.last_weights)
       row["last_f1"] = score(predict_test(student, datasets, teacher), run.task).get("f1")
       student.set_weights(kept)
-    with fileio.atomic_path(run_dir / CHECKPOINT, suffix=".keras") as tmp:
-      student.save(tmp)
-    fileio.atomic_write(run_dir / PREDICTIONS, lambda tmp: frame.to_parquet(tmp, index=False))
+    if ctx.is_writer:  # Every worker predicted (a collective); one writes.
+      with fileio.atomic_path(run_dir / CHECKPOINT, suffix=".keras") as tmp:
+        student.save(tmp)
+      fileio.atomic_write(run_dir / PREDICTIONS, lambda tmp: frame.to_parquet(tmp, index=False))
     row["checkpoint"] = str(run_dir / CHECKPOINT)
-  fileio.write_json(run_dir / CONFIG, {"run": run.settings(), "run_id": run.run_id,
-                                       "replicas": ctx.replicas, "data_dir": str(ctx.data.root),
-                                       "image_shape": list(ctx.data.image_shape),
-                                       "preprocessing": ctx.data.manifest.get("transform", "")})
+  if ctx.is_writer:
+    fileio.write_json(run_dir / CONFIG, {"run": run.settings(), "run_id": run.run_id,
+                                         "replicas": ctx.replicas, "data_dir": str(ctx.data.root),
+                                         "image_shape": list(ctx.data.image_shape),
+                                         "preprocessing": ctx.data.manifest.get("transform", "")})
   row["wall_seconds"] = time.perf_counter() - start
   row["finished_at"] = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
-  results.write_row(ctx.workdir, row)
+  if ctx.is_writer:
+    results.write_row(ctx.workdir, row)
   # Only now: a kill before the row leaves the state a rerun needs to finish identically.
   checkpoint.delete()
   if ctx.is_writer:

@@ -8,6 +8,7 @@ leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -22,6 +23,13 @@ def _fsync_dir(directory: pathlib.Path) -> None:
     os.fsync(fd)
   finally:
     os.close(fd)
+
+
+class DiskFullError(OSError):
+  """No space (or quota) left while writing a file; the file was not replaced."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
@@ -43,6 +51,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[pathlib.P
       os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+  except OSError as e:
+    if e.errno not in _FULL or isinstance(e, DiskFullError):
+      raise
+    raise DiskFullError(e.errno, f"no space left on the device (or quota) while writing {path}; "
+                        f"it was left as it was. Free space under {path.parent} (or use another "
+                        "--workdir) and rerun the same command: finished results are kept and "
+                        "interrupted runs resume from their last checkpoint") from e
   finally:
     if tmp.exists():
       tmp.unlink()

@@ -129,6 +129,11 @@ def load_cached_logits(labels_dir: str | pathlib.Path, teacher_id: str) -> tuple
                             "run `python -m stages.label` with the same flags first")
   frame = pd.concat([pd.read_parquet(p) for p in sorted(directory.glob("*.parquet"))])
   logits = frame[[c for c in frame.columns if c.startswith("logit_")]].to_numpy(np.float32)
+  if not np.isfinite(logits).all():
+    bad = frame["id"].to_numpy(str)[~np.isfinite(logits).all(1)]
+    raise ValueError(f"the label cache of teacher {teacher_id!r} in {directory} holds NaN/inf "
+                     f"logits for {len(bad)} example(s) (e.g. {bad[0]}); delete {directory} and "
+                     "rerun `python -m stages.label` (the teacher is checked as it labels)")
   return frame["id"].to_numpy(str), logits
 
 

@@ -103,8 +103,7 @@ def _ensure_demo_zoo(config: DistillConfig, ctx: RunContext) -> list[teachers_li
       row = execute_run(run, ctx)
       log.info("teacher %s: test f1=%.3f", teacher_id, row.get("f1", float("nan")))
     source = ctx.workdir / results.RUNS / run.run_id / "student.keras"
-    shutil.copyfile(source, zoo / f".{teacher_id}.keras.tmp")
-    (zoo / f".{teacher_id}.keras.tmp").replace(zoo / f"{teacher_id}.keras")
+    fileio.atomic_write(zoo / f"{teacher_id}.keras", lambda tmp: shutil.copyfile(source, tmp))
     entries[teacher_id] = teachers_lib.TeacherEntry(
         teacher_id=teacher_id, encoder="none", encoder_optimizer="", labeling=run.labeling,
         split_percent=run.split_percent, path=f"{teacher_id}.keras", output="logits",
@@ -136,7 +135,8 @@ def members(entries) -> list[teachers_lib.TeacherEntry]:
 
 
 def _sample_images(ctx: RunContext):
-  return next(iter(ctx.data.examples().batch(16)))["image"].numpy()
+  with ctx.data.reading():
+    return next(iter(ctx.data.examples().batch(16)))["image"].numpy()
 
 
 def _checked_teachers(config: DistillConfig, ctx: RunContext, entries):
@@ -162,8 +162,9 @@ def label_all(config: DistillConfig, ctx: RunContext, entries) -> None:
     if labelling.is_labelled(ctx.labels_dir, teacher, checkpoint, ctx.data):
       continue
     start = time.perf_counter()
-    labelling.label_with_teacher(teacher, checkpoint, ctx.data, ctx.labels_dir,
-                                 batch_size=config.teacher.batch_size)
+    with ctx.data.reading():
+      labelling.label_with_teacher(teacher, checkpoint, ctx.data, ctx.labels_dir,
+                                   batch_size=config.teacher.batch_size)
     log.info("[teacher %d/%d] %s labelled %d examples in %.1f s", i, len(entries),
              entry.teacher_id, len(ctx.all_ids), time.perf_counter() - start)
 
@@ -197,7 +198,8 @@ def train_runs(runs, ctx: RunContext, what: str, after=None) -> None:
         continue
       if results.is_done(ctx.workdir, run.run_id):  # Finished by another process meanwhile.
         continue
-      row = execute_run(run, ctx)
+      with ctx.data.reading():
+        row = execute_run(run, ctx)
     results.consolidate(ctx.workdir)
     if after:
       after(run, row)

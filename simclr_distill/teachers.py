@@ -173,6 +173,7 @@ def load_model_file(path: str | pathlib.Path, *, safe_mode: bool = True) -> kera
     raise FileNotFoundError(f"no checkpoint at {path}")
   if not safe_mode:
     warnings.warn(f"loading {path} with safe_mode=False: Lambda layers in it can run arbitrary code")
+    log.warning("loading %s with Keras safe mode off (--unsafe_load)", path)
   try:
     if path.is_dir():
       return _savedmodel_model(path)
@@ -182,6 +183,11 @@ def load_model_file(path: str | pathlib.Path, *, safe_mode: bool = True) -> kera
   except TeacherError:
     raise
   except Exception as e:  # Keras raises many types for unreadable files; name the file.
+    if safe_mode and "safe_mode" in str(e):
+      raise TeacherError(
+          f"{path} holds a Lambda layer (Python code), which Keras safe mode refuses to load; "
+          "if you trust the file, rerun with --unsafe_load (or rebuild it without Lambda "
+          "layers)") from e
     raise TeacherError(f"cannot load {path}: {type(e).__name__}: {e}") from e
 
 

@@ -230,7 +230,13 @@ def summary_keys(table, keys: list[str]) -> list[str]:
 
 
 def safe_mode() -> bool:
-  return not ("unsafe_load" in FLAGS and FLAGS.unsafe_load)
+  """Keras safe mode for loading models: on unless --unsafe_load, which is logged loudly."""
+  unsafe = "unsafe_load" in FLAGS and FLAGS.unsafe_load
+  if unsafe:
+    logging.getLogger("simclr_distill").warning(
+        "--unsafe_load: Keras safe mode is OFF; a .keras file's Lambda layers can run arbitrary "
+        "code on this machine. Use it only for checkpoints you trust.")
+  return not unsafe
 
 
 # ---- Stages 1 and 2 and the whole study -------------------------------------------------------
@@ -330,11 +336,12 @@ def setup_logging() -> None:
 
 def run_or_explain(main: Callable[[], None]) -> None:
   """Runs `main`; a bad input ends with its message on stderr and exit status 2."""
+  from simclr_distill.fileio import DiskFullError
   from simclr_distill.teachers import TeacherError
 
   try:
     main()
-  except (ValueError, FileNotFoundError, KeyError, TeacherError) as e:
+  except (ValueError, FileNotFoundError, KeyError, TeacherError, DiskFullError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)

@@ -46,7 +46,8 @@ def main(argv):
     with pd.option_context("display.max_rows", 500, "display.width", 200):
       print(shown.round(4).to_string())
     if FLAGS.output:
-      shown.to_csv(FLAGS.output)
+      from simclr_distill import fileio
+      fileio.atomic_write(FLAGS.output, shown.to_csv)
 
   common.run_or_explain(go)
 

@@ -16,6 +16,7 @@ manifest's `band_mean` / `band_std`, keep a subset of bands and resize.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 from typing import Iterable, Mapping, Sequence
@@ -150,6 +151,44 @@ class PreparedData:
     options += f":size={self.image_size}" if self.image_size else ""
     options += "" if self.standardize else ":raw"
     return f"{m['name']}:{m['num_examples']}:{m.get('split_seed', '')}{options}"
+
+  def corrupt_shards(self) -> dict[str, str]:
+    """Reads every shard through (checking each record's CRC); returns {shard: error} for the
+    corrupt or truncated ones."""
+    bad = {}
+    for shard in self.shards:
+      try:
+        for _ in tf.data.TFRecordDataset(str(self.root / shard)).batch(4096):
+          pass
+      except tf.errors.DataLossError as e:
+        bad[shard] = e.message.split("}}")[-1].split("[Op:")[0].strip()
+    return bad
+
+  @contextlib.contextmanager
+  def reading(self):
+    """Turns TensorFlow's error for a corrupt or truncated record, raised wherever the data is
+    read (training, evaluation, labelling), into a ValueError naming the bad shard(s).
+
+    Raises:
+      ValueError: naming each bad shard and how to rebuild it.
+    """
+    try:
+      yield
+    except tf.errors.InvalidArgumentError as e:
+      if "NON-FINITE INPUT" not in e.message:
+        raise
+      found = e.message.split("NON-FINITE INPUT")[1].split("\n")[0]
+      raise ValueError(
+          f"{self.root} holds NaN/inf pixels{found.split(':', 1)[0].replace('pixels', '')}: "
+          f"{found.split('example(s)', 1)[-1].strip()}. Re-prepare them from their sources, or "
+          "leave them out of the split lists") from None
+    except tf.errors.DataLossError as e:
+      bad = self.corrupt_shards()
+      listed = "; ".join(f"{s} ({why})" for s, why in bad.items()) or e.message
+      raise ValueError(
+          f"{self.root} has corrupt or truncated TFRecord shard(s): {listed}. Delete them and "
+          "rerun the preparation (`python -m stages.prepare`, which keeps finished shards), or "
+          "restore them from a copy") from None
 
   def ids(self) -> list[str]:
     return (self.root / "ids.txt").read_text().splitlines()
