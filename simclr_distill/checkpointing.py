@@ -89,7 +89,8 @@ def training_variables(model: keras.Model, network: keras.Model | None = None) -
   network = network if network is not None else model
   optimizer = model.optimizer
   if not optimizer.built:
-    optimizer.build(model.trainable_variables)
+    with model.distribute_strategy.scope():
+      optimizer.build(model.trainable_variables)
   return [*network.variables, *optimizer.variables]
 
 
@@ -132,12 +133,14 @@ class StepCheckpoint(keras.callbacks.Callback):
   def save(self, position: Position) -> None:
     """Writes the state at `position`, atomically (a kill mid-write leaves the previous one)."""
     self.position = position
+    # Every worker reads the variables: under MultiWorkerMirroredStrategy reading a metric
+    # accumulator is a collective step, which all of them must take.
+    variables, metric_variables = self._state()
+    arrays = [np.asarray(v.numpy()) for v in (*variables, *metric_variables)]
     if not self.writer:
       return
-    variables, metric_variables = self._state()
     meta = {"format": FORMAT, **dataclasses.asdict(position), "variables": len(variables),
             "metric_variables": len(metric_variables), "saved_at": time.time()}
-    arrays = [np.asarray(v.numpy()) for v in (*variables, *metric_variables)]
 
     def write(tmp: pathlib.Path) -> None:
       with open(tmp, "wb") as f:  # A file object: np.savez would append ".npz" to a path.

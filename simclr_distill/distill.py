@@ -811,19 +811,21 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
       run_dir, lambda: checkpointing.training_variables(distiller, student), ctx.checkpoint,
       writer=ctx.is_writer)
   saved = checkpoint.saved_position()
-  if saved is None:  # A fresh start: nothing of an earlier attempt may survive.
-    shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
-    shutil.rmtree(run_dir / BACKUP, ignore_errors=True)  # Keras backups of older versions.
-  fileio.align_history(run_dir / HISTORY, saved.epoch if saved else None)
+  if ctx.is_writer:  # Other workers of a cluster leave the run's files to the chief.
+    if saved is None:  # A fresh start: nothing of an earlier attempt may survive.
+      shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
+      shutil.rmtree(run_dir / BACKUP, ignore_errors=True)  # Keras backups of older versions.
+    fileio.align_history(run_dir / HISTORY, saved.epoch if saved else None)
   # One forward pass builds the wrapper, so every variable exists before a restore.
   distiller(tf.zeros((1, *ctx.data.image_shape)), training=False)
   progress = _ProgressLogger(run.run_id, run.epochs)
   selection = None
-  callbacks: list[keras.callbacks.Callback] = [keras.callbacks.CSVLogger(str(run_dir / HISTORY),
-                                                                         append=True)]
+  callbacks: list[keras.callbacks.Callback] = [
+      keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True)] if ctx.is_writer else []
   if run.early_stopping:  # Its state is saved before the checkpoint of the same epoch.
     selection = selection_lib.ModelSelection(student, monitor=run.monitor, patience=run.patience,
-                                             select=run.select, state_dir=run_dir / SELECTION)
+                                             select=run.select, state_dir=run_dir / SELECTION,
+                                             writer=ctx.is_writer)
     selection.defer_finish = True  # Once, after the last of a resumed run's `fit` calls.
     callbacks.append(selection)
   callbacks += [progress, keras.callbacks.TerminateOnNaN()]

@@ -172,10 +172,12 @@ def run_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir: st
     model.compile(optimizer=optimizer)
   zeros = tf.zeros((1, *data.image_shape))
   model((zeros, zeros))  # Builds every variable before a restore.
+  writer = bool(strategy.extended.should_checkpoint)  # False on non-chief workers.
   state = checkpointing.StepCheckpoint(out, lambda: checkpointing.training_variables(model),
-                                       checkpoint, writer=bool(strategy.extended.should_checkpoint))
+                                       checkpoint, writer=writer)
   saved = state.saved_position()
-  fileio.align_history(out / "history.csv", saved.epoch if saved else None)
+  if writer:
+    fileio.align_history(out / "history.csv", saved.epoch if saved else None)
   fileio.write_json(out / "config.json", {"pretrain": dataclasses.asdict(cfg), "pool": len(ids),
                                           "replicas": strategy.num_replicas_in_sync,
                                           "data": data.fingerprint()})
@@ -184,7 +186,8 @@ def run_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir: st
       model, lambda skip: make_view_pairs(data, ids, batch_size=global_batch, seed=cfg.seed,
                                           policy=cfg.policy, skip_batches=skip),
       checkpoint=state, epochs=cfg.epochs, steps_per_epoch=steps,
-      callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+      callbacks=[*([keras.callbacks.CSVLogger(str(out / "history.csv"), append=True)]
+                   if writer else []),
                  keras.callbacks.TerminateOnNaN(),
                  keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: log.info(
                      "pretrain %s epoch %d/%d: loss=%.4f", cfg.name, e + 1, cfg.epochs,

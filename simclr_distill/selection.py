@@ -48,12 +48,13 @@ class ModelSelection(keras.callbacks.Callback):
   """
 
   def __init__(self, network: keras.Model, *, monitor: str, patience: int = 0,
-               select: str = "best", state_dir: str | pathlib.Path):
+               select: str = "best", state_dir: str | pathlib.Path, writer: bool = True):
     super().__init__()
     if select not in ("best", "last"):
       raise ValueError(f"select={select!r}; expected 'best' or 'last'")
     self.network, self.monitor, self.patience, self.select = network, monitor, patience, select
     self.state_dir = pathlib.Path(state_dir)
+    self.writer = writer  # False for non-chief workers: they select alike but write nothing.
     self.minimise = minimise(monitor)
     self.best_value: float | None = None
     self.best_epoch = self.last_epoch = self.wait = 0
@@ -101,11 +102,12 @@ class ModelSelection(keras.callbacks.Callback):
     if self._improved(value):
       self.best_value, self.best_epoch, self.wait = value, epoch + 1, 0
       self.best_weights = self.network.get_weights()
-      self.state_dir.mkdir(parents=True, exist_ok=True)
-      fileio.atomic_write(self.state_dir / BEST, self._write_best)
+      if self.writer:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fileio.atomic_write(self.state_dir / BEST, self._write_best)
     else:
       self.wait += 1
-    if self.best_value is not None:
+    if self.best_value is not None and self.writer:
       self.state_dir.mkdir(parents=True, exist_ok=True)
       fileio.write_json(self.state_dir / STATE, {
           "monitor": self.monitor, "best_value": self.best_value, "best_epoch": self.best_epoch,
