@@ -378,8 +378,10 @@ def _targets_fn(label_key: str, task: str, labelled_table, teacher_table, teache
 
   def fn(ex):
     label = ex[label_key]
-    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(ex["image"], [tf.shape(ex["image"])[0], -1])), 1)
-    # A NaN/inf pixel would turn the run's loss into NaN several steps later; name it instead.
+    # A NaN/inf pixel (in any view) would turn the loss into NaN steps later; name it instead.
+    finite = tf.reduce_all(tf.stack([
+        tf.reduce_all(tf.math.is_finite(tf.reshape(view, [tf.shape(view)[0], -1])), 1)
+        for view in tf.nest.flatten(ex["image"])]), 0)
     check = tf.debugging.Assert(tf.reduce_all(finite), [
         "NON-FINITE INPUT: NaN/inf pixels in the images of example(s)",
         tf.boolean_mask(ex["id"], tf.logical_not(finite))], summarize=8)
