@@ -150,18 +150,32 @@ class StepCheckpoint(keras.callbacks.Callback):
     self._since, self._last_save = 0, time.monotonic()
     self.saves += 1
 
-  def saved_position(self) -> Position | None:
-    """The position of the saved checkpoint (read without loading its arrays), or None."""
-    if not self.exists():
-      return None
+  def _read(self, arrays: bool):
+    """(meta, arrays or None) of the saved file.
+
+    Raises:
+      CheckpointError: if it is not a checkpoint this code wrote.
+    """
     try:
       with np.load(self.path) as data:
         meta = json.loads(data[_META].tobytes().decode())
-    except Exception as e:
+        values = [data[f"arr_{i}"] for i in range(len(data.files) - 1)] if arrays else None
+    except Exception as e:  # A zip, JSON or key error: the file is not a checkpoint we wrote.
       raise CheckpointError(f"cannot read the training checkpoint {self.path} ({type(e).__name__}: "
                             f"{e}); delete it to restart this run from scratch") from e
+    if meta.get("format") != FORMAT:
+      raise CheckpointError(f"{self.path} has checkpoint format {meta.get('format')}, this code "
+                            f"reads {FORMAT}; delete it to restart the run")
+    return meta, values
+
+  @staticmethod
+  def _position(meta) -> Position:
     return Position(meta["epoch"], meta["step"], meta.get("stopped", False),
                     meta.get("nonfinite", False))
+
+  def saved_position(self) -> Position | None:
+    """The position of the saved checkpoint (read without loading its arrays), or None."""
+    return self._position(self._read(arrays=False)[0]) if self.exists() else None
 
   def restore(self) -> Position:
     """Loads the saved state into the model (metric accumulators at the next epoch's start);
@@ -173,16 +187,7 @@ class StepCheckpoint(keras.callbacks.Callback):
     if not self.exists():
       return Position()
     variables, metric_variables = self._state()
-    try:
-      with np.load(self.path) as data:
-        meta = json.loads(data[_META].tobytes().decode())
-        arrays = [data[f"arr_{i}"] for i in range(len(data.files) - 1)]
-    except Exception as e:  # A zip, JSON or key error: the file is not a checkpoint we wrote.
-      raise CheckpointError(f"cannot read the training checkpoint {self.path} ({type(e).__name__}: "
-                            f"{e}); delete it to restart this run from scratch") from e
-    if meta.get("format") != FORMAT:
-      raise CheckpointError(f"{self.path} has checkpoint format {meta.get('format')}, this code "
-                            f"reads {FORMAT}; delete it to restart the run")
+    meta, arrays = self._read(arrays=True)
     saved, saved_metrics = arrays[:meta["variables"]], arrays[meta["variables"]:]
     mismatch = len(saved) != len(variables) or any(
         tuple(a.shape) != tuple(v.shape) for a, v in zip(saved, variables))
@@ -193,8 +198,7 @@ class StepCheckpoint(keras.callbacks.Callback):
           "directory to restart it")
     for variable, value in zip(variables, saved):
       variable.assign(value)
-    position = Position(meta["epoch"], meta["step"], meta.get("stopped", False),
-                        meta.get("nonfinite", False))
+    position = self._position(meta)
     self.position, self._nonfinite = position, position.nonfinite
     if position.step and len(saved_metrics) == len(metric_variables):
       self._pending_metrics = (position.epoch, saved_metrics)

@@ -303,16 +303,13 @@ def dtype_policy(name: str):
 
 
 class _ProgressLogger(keras.callbacks.Callback):
-  """One log line per epoch, so long runs show they are alive without Keras' progress bars;
-  remembers the last finished epoch (counted from the run's start, across resumptions)."""
+  """One log line per epoch, so long runs show they are alive without Keras' progress bars."""
 
   def __init__(self, run_id: str, epochs: int):
     super().__init__()
     self.run_id, self.epochs = run_id, epochs
-    self.epochs_done = 0
 
   def on_epoch_end(self, epoch, logs=None):
-    self.epochs_done = epoch + 1
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items())
                       if isinstance(v, (int, float)) and k != "learning_rate")
     log.info("%s epoch %d/%d: %s", self.run_id, epoch + 1, self.epochs, shown)
