@@ -208,6 +208,19 @@ def build(scale: Scale, arch: str, image_shape, seed: int = 0):
                             dropout=0.25)
 
 
+def stage_teacher(model, work: pathlib.Path, teacher_id: str, sample: np.ndarray):
+  """`model` as the stages run a teacher: saved as a zoo checkpoint, then loaded and checked by
+  `teachers.load_teacher` (with its default BatchNormalization folding)."""
+  from simclr_distill import teachers
+
+  path = work / f"{teacher_id}.keras"
+  model.save(path)
+  entry = teachers.TeacherEntry(teacher_id=teacher_id, labeling="basic", split_percent=10,
+                                path=path.name, output="logits")
+  return teachers.load_teacher(entry, work, image_shape=sample.shape[1:],
+                               num_outputs=model.outputs[0].shape[-1], sample=sample)
+
+
 def fit_side(model, dataset, scale: Scale) -> Callable[[], tuple[int, float, float]]:
   """A side that times the second of two `fit` epochs of `scale.steps` steps on an endless
   dataset: Keras keeps one iterator across the epochs of a `fit` with `steps_per_epoch`, so the

@@ -3,9 +3,11 @@
   python -m benchmarks.labelling [--scales=small,paper] [--repeats=5]
 
 "ours": `labelling.label_with_teacher` over the prepared records, from reading and decoding the
-TFRecords to the Parquet parts of logits on disk (the cache is deleted before each repetition).
-"reference": `teacher.model.predict` over the same examples already decoded in memory (numpy),
-same batch size. Target: ratio >= 0.95.
+TFRecords to the Parquet parts of logits on disk (the cache is deleted before each repetition),
+with the teacher saved to a checkpoint and loaded as the stages load it (`load_teacher`:
+BatchNormalization folded into the convolutions).
+"reference": `model.predict` of the same teacher network over the same examples already decoded
+in memory (numpy), same batch size. Target: ratio >= 0.95.
 """
 
 from __future__ import annotations
@@ -23,18 +25,15 @@ TARGET = 0.95
 def run_scale(scale: common.Scale, work: pathlib.Path, report: common.Report) -> None:
   import keras
 
-  from simclr_distill import labelling, models, teachers
+  from simclr_distill import labelling, models
 
   data = common.prepared_data(scale, work)
   _, images, _ = common.in_memory(data)
   count = len(images)
   keras.utils.set_random_seed(0)
   model = models.build_model(scale.teacher, data.image_shape, 1, head=scale.head, width=scale.width)
-  entry = teachers.TeacherEntry(teacher_id=f"bench-{scale.teacher}", labeling="basic",
-                                split_percent=10, path="teacher.keras", output="logits")
-  teacher = teachers.Teacher(entry=entry, model=model, output="logits")
-  checkpoint = work / f"{scale.name}-teacher.id"  # Identifies the teacher in the cache key.
-  checkpoint.write_text(entry.teacher_id)
+  teacher = common.stage_teacher(model, work, f"bench-{scale.name}-{scale.teacher}", images[:16])
+  checkpoint = work / f"{teacher.entry.teacher_id}.keras"
   labels_dir = work / f"labels-{scale.name}"
   batch = scale.batch_size * 4  # Labelling has no backward pass: a larger batch fits.
 

@@ -325,7 +325,8 @@ class RunContext:
                steps_per_execution: int = 1, encoders: dict | None = None,
                imagenet_dir: str | None = None, precision: str = "float32",
                jit_compile: bool = False, reuse_models: int = 2,
-               checkpoint: checkpointing.CheckpointPolicy = checkpointing.CheckpointPolicy()):
+               checkpoint: checkpointing.CheckpointPolicy = checkpointing.CheckpointPolicy(),
+               fold_batchnorm: bool = True):
     self.workdir = pathlib.Path(workdir)
     self.data, self.strategy = data, strategy
     # False on the non-chief workers of a multi-worker cluster: they train in lockstep with
@@ -334,6 +335,7 @@ class RunContext:
     self.zoo_dir = pathlib.Path(zoo_dir) if zoo_dir else None
     self.labels_dir = pathlib.Path(labels_dir) if labels_dir else self.workdir / "labels"
     self.safe_mode, self.preset = safe_mode, preset
+    self.fold_batchnorm = fold_batchnorm  # Teachers run as folded inference copies.
     self.shuffle_buffer, self.cache = shuffle_buffer, cache
     # Speed settings: not part of a run's identity (recorded in each results row).
     self.steps_per_execution = steps_per_execution
@@ -709,7 +711,8 @@ def _own_network(run: RunSpec, ctx: RunContext, num_outputs: int) -> keras.Model
   """Self-distillation: the teacher's network, re-initialised (`keras.models.clone_model`
   builds every layer anew from its config)."""
   teacher = teachers_lib.load_teacher(run.teacher, ctx.zoo_dir, image_shape=ctx.data.image_shape,
-                                      num_outputs=num_outputs, safe_mode=ctx.safe_mode)
+                                      num_outputs=num_outputs, safe_mode=ctx.safe_mode,
+                                      fold_batchnorm=False)  # The network itself is copied.
   if isinstance(teacher, teachers_lib.EnsembleTeacher):
     raise ValueError(f"run {run.run_id}: arch 'same' copies one teacher's network; "
                      f"{run.teacher.teacher_id} is an ensemble")
@@ -788,7 +791,8 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   with ctx.strategy.scope():
     if distilling and not offline:  # The teacher keeps the precision it was saved with.
       teacher = teachers_lib.load_teacher(run.teacher, ctx.zoo_dir, image_shape=ctx.data.image_shape,
-                                          num_outputs=num_outputs, safe_mode=ctx.safe_mode)
+                                          num_outputs=num_outputs, safe_mode=ctx.safe_mode,
+                                          fold_batchnorm=ctx.fold_batchnorm)
     with dtype_policy(ctx.precision):
       student = build_network(run, ctx, num_outputs)
       key = warm_key(run, ctx, num_outputs, steps, offline=offline)

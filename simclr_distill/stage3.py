@@ -64,7 +64,8 @@ def make_context(config: DistillConfig, *, safe_mode: bool = True,
                     reuse_models=config.train.reuse_models,
                     checkpoint=checkpointing.CheckpointPolicy(config.train.checkpoint_steps,
                                                               config.train.checkpoint_minutes),
-                    imagenet_dir=config.student.imagenet_dir)
+                    imagenet_dir=config.student.imagenet_dir,
+                    fold_batchnorm=config.teacher.fold_batchnorm)
 
 
 def demo_teacher_runs(config: DistillConfig, ctx: RunContext) -> list[matrix.RunSpec]:
@@ -146,7 +147,7 @@ def _checked_teachers(config: DistillConfig, ctx: RunContext, entries):
   for entry in entries:
     yield entry, teachers_lib.load_teacher(
         entry, ctx.zoo_dir, image_shape=ctx.data.image_shape, num_outputs=num_outputs,
-        safe_mode=ctx.safe_mode, sample=sample)
+        safe_mode=ctx.safe_mode, sample=sample, fold_batchnorm=ctx.fold_batchnorm)
 
 
 def check_teachers(config: DistillConfig, ctx: RunContext, entries) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from simclr_distill import fileio
+from simclr_distill import fileio, inference
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +309,8 @@ def probabilities_to_logits(probs: tf.Tensor) -> tf.Tensor:
 
 
 def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shape: Sequence[int],
-                 num_outputs: int, safe_mode: bool = True,
-                 sample: np.ndarray | None = None) -> Teacher | EnsembleTeacher:
+                 num_outputs: int, safe_mode: bool = True, sample: np.ndarray | None = None,
+                 fold_batchnorm: bool = True) -> Teacher | EnsembleTeacher:
   """Loads one teacher (or each member of an ensemble) and checks it against the data before
   any training.
 
@@ -322,6 +322,9 @@ def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shap
     safe_mode: Keras safe mode for `.keras` files.
     sample: a few data images; when given, the outputs are checked to be finite and, for
       declared logits, not to look like probabilities.
+    fold_batchnorm: run an inference copy with the BatchNormalization layers folded into
+      the convolutions before them (`inference.fold_batch_norm`: same outputs up to float
+      rounding, checked on `sample`; a ResNet152 runs ~1.2x faster).
 
   Raises:
     TeacherError: naming the teacher, what it expects and what the data has.
@@ -329,7 +332,7 @@ def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shap
   if entry.members:
     return EnsembleTeacher(entry, [load_teacher(
         m, zoo_dir, image_shape=image_shape, num_outputs=num_outputs, safe_mode=safe_mode,
-        sample=sample) for m in entry.members], entry.combine)
+        sample=sample, fold_batchnorm=fold_batchnorm) for m in entry.members], entry.combine)
   path = entry.resolve(zoo_dir)
   try:
     model = load_model_file(path, safe_mode=safe_mode)
@@ -360,7 +363,6 @@ def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shap
     raise TeacherError(
         f"teacher {entry.teacher_id!r} is declared to output {output} but its last layer gives "
         f"{detected}; fix the 'output' column in the manifest")
-  teacher = Teacher(entry=entry, model=model, output=output)
   if sample is not None:
     raw = np.asarray(model(tf.constant(sample[:16]), training=False), np.float32)
     if not np.isfinite(raw).all():
@@ -373,7 +375,14 @@ def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shap
       raise TeacherError(
           f"teacher {entry.teacher_id!r} is declared to output logits but all its outputs on "
           "the data lie in [0, 1] like probabilities; set its 'output' column to probabilities")
-  return teacher
+  if fold_batchnorm:
+    folded = inference.fold_batch_norm(model, None if sample is None else sample[:16])
+    if folded.folded:
+      log.info("teacher %s: %d BatchNormalization layers folded into the layers before them "
+               "(outputs within %.1e of the checkpoint's)", entry.teacher_id, folded.folded,
+               folded.deviation)
+    model = folded.model
+  return Teacher(entry=entry, model=model, output=output)
 
 
 def _fmt(shape: Sequence) -> str:
