@@ -61,7 +61,7 @@ def test_only_batchnorms_after_a_linear_single_use_layer_on_its_channels_are_fol
   assert result.model.get_layer("conv_nobias").use_bias
   np.testing.assert_allclose(result.model(x), model(x, training=False), rtol=1e-5, atol=1e-5)
   assert 0 < result.deviation < inference.TOLERANCE
-  # The original is untouched, and a training-mode call of it still normalises by the batch.
+  # The original is untouched (the copy has its own variables).
   for a, b in zip(before, model.get_weights()):
     np.testing.assert_array_equal(a, b)
 
