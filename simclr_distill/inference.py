@@ -114,6 +114,7 @@ def _folded_weights(layer, bn) -> list[np.ndarray]:
 
 
 def fold_batch_norm(model: keras.Model, sample: np.ndarray | None = None, *,
+                    reference: np.ndarray | None = None,
                     tolerance: float = TOLERANCE) -> FoldResult:
   """An inference-only copy of `model` with each foldable BatchNormalization folded into the
   convolution or dense layer before it.
@@ -127,6 +128,8 @@ def fold_batch_norm(model: keras.Model, sample: np.ndarray | None = None, *,
     sample: images to check the copy on ([N, H, W, C], N >= 1); default: 4 seeded
       standard-normal images of the model's input shape (the pipeline's inputs are
       standardised).
+    reference: `model`'s outputs on `sample`, where the caller has them already (a teacher's
+      load checks run the same images), so the original is not run twice.
     tolerance: the largest accepted deviation (see `FoldResult.deviation`).
 
   Returns:
@@ -159,23 +162,24 @@ def fold_batch_norm(model: keras.Model, sample: np.ndarray | None = None, *,
     log.warning("cannot fold the BatchNormalization layers of %s (%s); running it as it is",
                 model.name, e)
     return FoldResult(model, 0)
-  folded = 0
   for original, new in cloned:
     pair = pairs.get(id(original))
     if pair is None:
       new.set_weights(original.get_weights())
     elif original is pair[0]:
       new.set_weights(_folded_weights(*pair))
-      folded += 1
   if sample is None:
-    batch, *rest = model.inputs[0].shape
+    _, *rest = model.inputs[0].shape
     shape = (4, *(32 if d is None else d for d in rest))
     sample = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-  reference = np.asarray(model(sample, training=False), np.float64)
+    reference = None
+  if reference is None:
+    reference = model(sample, training=False)
+  reference = np.asarray(reference, np.float64)
   got = np.asarray(copy(sample, training=False), np.float64)
   deviation = float(np.max(np.abs(got - reference)) / (1.0 + np.max(np.abs(reference))))
   if not np.isfinite(deviation) or deviation > tolerance:
     log.warning("folding the BatchNormalization layers of %s changed its outputs by %.3g (more "
                 "than %.1g); running it as it is", model.name, deviation, tolerance)
     return FoldResult(model, 0)
-  return FoldResult(copy, folded, deviation)
+  return FoldResult(copy, len(pairs) // 2, deviation)  # Each pair is keyed twice.

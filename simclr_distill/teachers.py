@@ -363,8 +363,10 @@ def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shap
     raise TeacherError(
         f"teacher {entry.teacher_id!r} is declared to output {output} but its last layer gives "
         f"{detected}; fix the 'output' column in the manifest")
+  raw = None
   if sample is not None:
-    raw = np.asarray(model(tf.constant(sample[:16]), training=False), np.float32)
+    sample = sample[:16]
+    raw = np.asarray(model(tf.constant(sample), training=False), np.float32)
     if not np.isfinite(raw).all():
       raise TeacherError(f"teacher {entry.teacher_id!r} gives NaN/inf outputs on the data; "
                          "check the checkpoint and the data's standardisation")
@@ -376,7 +378,7 @@ def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shap
           f"teacher {entry.teacher_id!r} is declared to output logits but all its outputs on "
           "the data lie in [0, 1] like probabilities; set its 'output' column to probabilities")
   if fold_batchnorm:
-    folded = inference.fold_batch_norm(model, None if sample is None else sample[:16])
+    folded = inference.fold_batch_norm(model, sample, reference=raw)
     if folded.folded:
       log.info("teacher %s: %d BatchNormalization layers folded into the layers before them "
                "(outputs within %.1e of the checkpoint's)", entry.teacher_id, folded.folded,
