@@ -48,14 +48,14 @@ def _run_both(fn, image, seeds):
 
 def test_registries_hold_the_study_ops_and_the_policies():
   assert augment.AUGMENTATIONS.names() == sorted(OPS)
-  assert augment.POLICIES.names() == ["inception_crop", "mild_crop", "simclr", "study"]
+  assert augment.POLICIES.names() == ["affine", "inception_crop", "mild_crop", "simclr", "study"]
   assert augment.POLICIES.get("study") is augment.two_random_augmentations
   assert augment.POLICIES.get("simclr") is augment.simclr_standard
   assert augment.STUDY_BANNED_PAIRS == ()
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", OPS + ("study", "simclr"))
+@pytest.mark.parametrize("name", OPS + ("study", "simclr", "affine"))
 def test_eager_equals_map_deterministic_and_seeded(name, shape):
   fn, image = _fn(name), _image(shape)
   seeds = _seeds(20)
@@ -317,7 +317,7 @@ def test_make_views_passes_policy_options_and_rejects_unknown_policies():
   for view in augment.make_views(image, seed, banned_pairs=only):
     # flip and rotation only permute pixels.
     np.testing.assert_array_equal(np.sort(view.numpy(), axis=None), np.sort(image, axis=None))
-  with pytest.raises(KeyError, match="known: inception_crop, mild_crop, simclr, study"):
+  with pytest.raises(KeyError, match="known: affine, inception_crop, mild_crop, simclr, study"):
     augment.make_views(image, seed, policy="byol")
 
 
@@ -332,3 +332,36 @@ def test_crop_policies_keep_the_shape_and_vary_with_the_seed(name, smallest_area
   # A crop's values lie within the image's range (bilinear resampling of a sub-box).
   assert all(v.min() >= image.numpy().min() - 1e-6 and v.max() <= image.numpy().max() + 1e-6
              for v in views)
+
+
+def test_affine_warp_is_the_identity_a_shift_or_a_turn_about_the_centre():
+  image = np.zeros((8, 8, 1), np.float32)
+  image[2:5, 3, 0] = 1.0  # A vertical bar.
+  warp = lambda *p: augment._affine_warp(tf.constant(image), *p).numpy()
+  np.testing.assert_allclose(warp(0.0, 1.0, 0.0, 0.0, 0.0), image, atol=1e-6)
+  shifted = warp(0.0, 1.0, 0.0, 1.0, 0.0)  # One row down.
+  np.testing.assert_allclose(shifted[3:6, 3, 0], 1.0, atol=1e-6)
+  assert shifted.sum() == pytest.approx(3.0)
+  turned = warp(np.pi / 2, 1.0, 0.0, 0.0, 0.0)  # A quarter turn makes it horizontal.
+  assert np.argwhere(turned[..., 0] > 0.5)[:, 0].tolist() == [3, 3, 3]
+
+
+def test_affine_policy_keeps_a_digits_orientation_and_varies_with_the_seed():
+  """The demo's views: small warps, never the study's flips, turns or wrap-around shifts, so
+  a view of a digit overlaps the digit more than what those make of it."""
+  from simclr_distill.data import digits
+
+  _, images, _ = digits.load_digits_arrays()
+  seven = images[7]
+  policy = augment.POLICIES.get("affine")
+  views = np.stack([policy(tf.constant(seven), tf.constant([s, 3])).numpy() for s in range(32)])
+  assert len({v.tobytes() for v in views}) == 32
+  np.testing.assert_array_equal(policy(tf.constant(seven), tf.constant([5, 3])).numpy(), views[5])
+  def overlap(a, b):
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+  same = np.mean([overlap(v, seven) for v in views])
+  # The study's ops: a mirror image, a half turn, a 4-pixel wrap-around shift (it allows 12).
+  studys = [seven[:, ::-1], np.rot90(seven, 2), np.roll(seven, 4, axis=1)]
+  assert same > 0.7 and all(same > overlap(t, seven) + 0.05 for t in studys)
+  with pytest.raises(ValueError, match="noise must be >= 0"):
+    augment.affine_policy(tf.constant(seven), tf.constant([1, 2]), noise=-1.0)
