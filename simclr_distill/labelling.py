@@ -1,7 +1,9 @@
 """Teacher labelling: one pass of each teacher over the data, logits cached on disk.
 
 All students of a teacher read the same cache, so the 180-run matrix costs 36 teacher passes,
-not 180. The cache of a teacher is a directory with one Parquet file per input shard (columns
+not 180. `_COMPLETE.json` records how the logits were obtained (`logits`: "model",
+"pre_activation" for a probability teacher whose last sigmoid/softmax was skipped, "inverted"
+for probabilities inverted in float64; see `teachers.LOGITS_SOURCES`). The cache of a teacher is a directory with one Parquet file per input shard (columns
 `id`, `logit_0` .. `logit_{K-1}`) and `_COMPLETE.json`, written last. Each part is written
 atomically, so an interrupted pass resumes at the first missing part.
 """
@@ -38,7 +40,7 @@ def _cache_key(teacher: Teacher, checkpoint: pathlib.Path, data: records.Prepare
   stat = checkpoint.stat()
   return {"teacher_id": teacher.entry.teacher_id, "checkpoint": str(checkpoint),
           "checkpoint_size": stat.st_size, "checkpoint_mtime": stat.st_mtime,
-          "output": teacher.output, "data": data.fingerprint()}
+          "output": teacher.output, "logits": teacher.logits_source, "data": data.fingerprint()}
 
 
 def is_labelled(labels_dir, teacher: Teacher, checkpoint: pathlib.Path,

@@ -194,8 +194,11 @@ def load_model_file(path: str | pathlib.Path, *, safe_mode: bool = True) -> kera
 def detect_output_kind(model: keras.Model) -> str:
   """"probabilities" if the last layer ends in sigmoid/softmax, "logits" if linear, else "auto"."""
   layer = model.layers[-1] if getattr(model, "layers", None) else None
-  activation = getattr(layer, "activation", None)
-  name = getattr(activation, "__name__", "")
+  while isinstance(layer, keras.Model) and getattr(layer, "layers", None):
+    layer = layer.layers[-1]
+  if isinstance(layer, keras.layers.Softmax):
+    return "probabilities"
+  name = _activation_name(layer)
   if name in ("sigmoid", "softmax"):
     return "probabilities"
   if name == "linear":
@@ -203,18 +206,34 @@ def detect_output_kind(model: keras.Model) -> str:
   return "auto"
 
 
+# How a teacher's logits are obtained (`Teacher.logits_source`, recorded in its label cache):
+#   model           the model outputs logits
+#   pre_activation  a probability model's last sigmoid/softmax is skipped: its input, exactly
+#   inverted        probabilities inverted in float64 (a SavedModel, whose layers are closed)
+LOGITS_SOURCES = ("model", "pre_activation", "inverted")
+
+
 @dataclasses.dataclass
 class Teacher:
-  """A loaded, checked teacher whose `logits` always returns logits."""
+  """A loaded, checked teacher whose `logits` always returns logits.
+
+  Attributes:
+    entry: its manifest row.
+    model: the network that runs (for a probability teacher whose last activation could be
+      skipped, the network up to that activation).
+    output: what the checkpoint outputs, resolved: "logits" or "probabilities".
+    logits_source: how `logits` gets logits (see `LOGITS_SOURCES`).
+  """
 
   entry: TeacherEntry
   model: keras.Model
-  output: str  # "logits" or "probabilities", resolved
+  output: str
+  logits_source: str = "model"
   _compiled: object = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
   def logits(self, images: tf.Tensor) -> tf.Tensor:
     out = tf.cast(self.model(images, training=False), tf.float32)
-    return probabilities_to_logits(out) if self.output == "probabilities" else out
+    return probabilities_to_logits(out) if self.logits_source == "inverted" else out
 
   def compiled_logits(self, images: tf.Tensor) -> tf.Tensor:
     """`logits` as one traced graph, traced once per teacher (not once per labelling pass)."""
@@ -225,7 +244,7 @@ class Teacher:
   def predict_logits(self, images: tf.data.Dataset) -> np.ndarray:
     """Logits for a dataset of image batches, through Keras' cached predict function."""
     out = self.model.predict(images, verbose=0).astype(np.float32)
-    return probabilities_to_logits(out).numpy() if self.output == "probabilities" else out
+    return probabilities_to_logits(out).numpy() if self.logits_source == "inverted" else out
 
   @property
   def models(self) -> list[keras.Model]:
@@ -272,9 +291,12 @@ def combine_logits(logits: Sequence, how: str):
   stacked = tf.stack([tf.cast(x, tf.float32) for x in logits])
   if how == "logits":
     return tf.reduce_mean(stacked, 0)
+  wide = tf.cast(stacked, tf.float64)  # The mean probability keeps its tails in float64.
   if stacked.shape[-1] == 1:
-    return probabilities_to_logits(tf.reduce_mean(tf.sigmoid(stacked), 0))
-  return probabilities_to_logits(tf.reduce_mean(tf.nn.softmax(stacked, -1), 0))
+    mean = tf.reduce_mean(tf.sigmoid(wide), 0)
+    return tf.cast(_log_odds(mean, _FLOAT64_TINY, 1.0 - _FLOAT64_EPS), tf.float32)
+  mean = tf.reduce_mean(tf.nn.softmax(wide, -1), 0)
+  return tf.cast(tf.math.log(tf.maximum(mean, _FLOAT64_TINY)), tf.float32)
 
 
 def make_ensemble(teacher_id: str, members: Sequence[TeacherEntry], combine: str) -> TeacherEntry:
@@ -299,13 +321,58 @@ def make_ensemble(teacher_id: str, members: Sequence[TeacherEntry], combine: str
                       arch=joined("arch"), members=members, combine=combine)
 
 
+# The widest range of probabilities a float32 output can hold: its smallest positive value (a
+# subnormal) and its largest value below 1. Inverted, they bound the logits at about -103.3
+# and +16.6; a logit beyond them reached the output as exactly 0 or 1 and cannot be recovered.
+FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)
+FLOAT32_BELOW_ONE = float(1.0 - np.finfo(np.float32).epsneg)
+_FLOAT64_TINY = float(np.finfo(np.float64).smallest_subnormal)
+_FLOAT64_EPS = float(np.finfo(np.float64).epsneg)
+
+
+def _log_odds(p, low: float, high: float):
+  p = tf.clip_by_value(p, low, high)
+  return tf.math.log(p) - tf.math.log1p(-p)
+
+
 def probabilities_to_logits(probs: tf.Tensor) -> tf.Tensor:
-  """Inverts sigmoid (one unit) or softmax (several; up to a constant per row), clipped."""
-  eps = 1e-7
-  probs = tf.clip_by_value(probs, eps, 1.0 - eps)
+  """Inverts sigmoid (one unit) or softmax (several; up to a constant per row) in float64.
+
+  Probabilities are clipped to what float32 can hold (`FLOAT32_TINY`, `FLOAT32_BELOW_ONE`), so
+  a sigmoid output of exactly 0 or 1 gives about -103.3 or +16.6 instead of an infinity; every
+  representable probability inverts to its logit up to float32's rounding of the probability.
+  Returns float32 logits.
+  """
+  p = tf.cast(probs, tf.float64)
   if probs.shape[-1] == 1:
-    return tf.math.log(probs) - tf.math.log1p(-probs)
-  return tf.math.log(probs)
+    logits = _log_odds(p, FLOAT32_TINY, FLOAT32_BELOW_ONE)
+  else:
+    logits = tf.math.log(tf.clip_by_value(p, FLOAT32_TINY, 1.0))
+  return tf.cast(logits, tf.float32)
+
+
+def _activation_name(layer) -> str:
+  return getattr(getattr(layer, "activation", None), "__name__", "")
+
+
+def skip_final_activation(model: keras.Model) -> keras.Model | None:
+  """The same network without its final sigmoid/softmax, so it outputs exact logits; None
+  where that cannot be done (a SavedModel wrapper, or a last layer of another kind).
+
+  The last layer's activation is set to linear in place when it is a layer attribute (a Dense
+  or convolution with `activation="sigmoid"`, an `Activation` layer; inside nested models
+  too); a closing `Softmax` layer is cut off. Call it on a model loaded for this purpose only.
+  """
+  last = model.layers[-1] if getattr(model, "layers", None) else None
+  if isinstance(last, keras.layers.Softmax):
+    return keras.Model(model.inputs, last.input, name=model.name)
+  owner = last
+  while isinstance(owner, keras.Model) and getattr(owner, "layers", None):
+    owner = owner.layers[-1]  # A nested model: its own last layer holds the activation.
+  if _activation_name(owner) in ("sigmoid", "softmax"):
+    owner.activation = keras.activations.linear
+    return model
+  return None
 
 
 def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shape: Sequence[int],
@@ -377,6 +444,22 @@ def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shap
       raise TeacherError(
           f"teacher {entry.teacher_id!r} is declared to output logits but all its outputs on "
           "the data lie in [0, 1] like probabilities; set its 'output' column to probabilities")
+    if output == "probabilities":
+      check_probabilities(entry, raw)
+  logits_source = "model"
+  if output == "probabilities":
+    exact = skip_final_activation(model)
+    if exact is not None:
+      model, logits_source = exact, "pre_activation"
+      if sample is not None:  # The folded copy below is checked against these logits.
+        raw = np.asarray(model(tf.constant(sample), training=False), np.float32)
+    else:
+      logits_source = "inverted"
+      log.warning("teacher %s outputs probabilities and its last activation cannot be skipped "
+                  "(%s): its logits are inverted from them in float64, exact within [-103.3, "
+                  "+16.6], the range float32 probabilities can hold; export it with logits "
+                  "to avoid this", entry.teacher_id,
+                  "a SavedModel" if path.is_dir() else f"last layer {model.layers[-1].name}")
   if fold_batchnorm:
     folded = inference.fold_batch_norm(model, sample, reference=raw)
     if folded.folded:
@@ -384,7 +467,23 @@ def load_teacher(entry: TeacherEntry, zoo_dir: str | pathlib.Path, *, image_shap
                "(outputs within %.1e of the checkpoint's)", entry.teacher_id, folded.folded,
                folded.deviation)
     model = folded.model
-  return Teacher(entry=entry, model=model, output=output)
+  return Teacher(entry=entry, model=model, output=output, logits_source=logits_source)
+
+
+def check_probabilities(entry: TeacherEntry, outputs: np.ndarray) -> None:
+  """Refuses a teacher declared to output probabilities whose outputs leave [0, 1].
+
+  Raises:
+    TeacherError: naming the teacher, how many outputs are outside and the fix.
+  """
+  outputs = np.asarray(outputs)
+  outside = (outputs < 0) | (outputs > 1)
+  if outside.any():
+    raise TeacherError(
+        f"teacher {entry.teacher_id!r} is declared to output probabilities but "
+        f"{int(outside.sum())} of its {outputs.size} outputs on the data lie outside [0, 1] "
+        f"(from {float(outputs.min()):.3g} to {float(outputs.max()):.3g}): it outputs logits. "
+        "Set its 'output' column to logits in the zoo manifest")
 
 
 def _fmt(shape: Sequence) -> str:

@@ -135,3 +135,81 @@ def test_labelling_caches_every_example_once_keyed_by_id_and_resumes(zoo, data, 
 def test_missing_cache_says_to_run_the_label_stage(tmp_path):
   with pytest.raises(FileNotFoundError, match="run `python -m stages.label`"):
     labelling.load_cached_logits(tmp_path, "nobody")
+
+
+def _wide_sigmoid_teacher(tmp_path, activation_layer=False):
+  """A sigmoid teacher whose pre-activation logits on the test images span -80 .. +80."""
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input((8, 8, 1), name="image")
+  x = keras.layers.Flatten()(inputs)
+  dense = keras.layers.Dense(1, activation=None if activation_layer else "sigmoid", name="out")
+  logits = dense(x)
+  outputs = keras.layers.Activation("sigmoid")(logits) if activation_layer else logits
+  model = keras.Model(inputs, outputs)
+  images = _images(64)
+  flat = images.reshape(64, -1)
+  # Kernel and bias chosen so the pre-activations are evenly spread over [-80, 80].
+  kernel = np.random.default_rng(1).standard_normal((64, 1)).astype(np.float32)
+  raw = flat @ kernel
+  scale = 160.0 / float(raw.max() - raw.min())
+  kernel *= scale
+  bias = -80.0 - float(raw.min()) * scale
+  dense.set_weights([kernel, np.array([bias], np.float32)])
+  target = (flat @ kernel + bias)[:, 0]
+  assert target.min() == pytest.approx(-80, abs=1e-3) and target.max() == pytest.approx(80, abs=1e-3)
+  return model, images, target.astype(np.float64)
+
+
+@pytest.mark.parametrize("fmt, activation_layer", [("keras", False), ("h5", False), ("keras", True)])
+def test_probability_teachers_give_their_exact_pre_activation_logits(tmp_path, fmt, activation_layer):
+  """|logit| up to 80: sigmoid saturates in float32 beyond about 17, so inverting the outputs
+  cannot give these back; skipping the final activation gives them within 1e-4."""
+  model, images, target = _wide_sigmoid_teacher(tmp_path, activation_layer)
+  model.save(tmp_path / f"p.{fmt}")
+  entry = T.TeacherEntry(teacher_id="p", labeling="basic", split_percent=1, path=f"p.{fmt}",
+                         output="probabilities")
+  for fold in (True, False):
+    teacher = T.load_teacher(entry, tmp_path, image_shape=(8, 8, 1), num_outputs=1,
+                             sample=images, fold_batchnorm=fold)
+    assert (teacher.output, teacher.logits_source) == ("probabilities", "pre_activation")
+    np.testing.assert_allclose(np.asarray(teacher.logits(images))[:, 0], target, atol=1e-4, rtol=1e-6)
+    np.testing.assert_allclose(teacher.predict_logits(
+        __import__("tensorflow").data.Dataset.from_tensor_slices(images).batch(16))[:, 0],
+        target, atol=1e-4, rtol=1e-6)
+
+
+def test_savedmodel_probabilities_are_inverted_in_float64_over_float32s_whole_range(tmp_path):
+  model, images, target = _wide_sigmoid_teacher(tmp_path)
+  model.export(str(tmp_path / "sm"), verbose=False)
+  entry = T.TeacherEntry(teacher_id="sm", labeling="basic", split_percent=1, path="sm",
+                         output="probabilities")
+  teacher = T.load_teacher(entry, tmp_path, image_shape=(8, 8, 1), num_outputs=1, sample=images)
+  assert teacher.logits_source == "inverted"
+  got = np.asarray(teacher.logits(images), np.float64)[:, 0]
+  # Recoverable as far as float32 holds the probability: p = e^x to float32's relative
+  # precision on the negative side (to -87, where the sigmoid underflows), while on the
+  # positive side 1 - p has an absolute spacing of 6e-8, so the error grows as 6e-8 e^x.
+  inside = target < 8
+  np.testing.assert_allclose(got[inside], target[inside], atol=1e-4, rtol=1e-5)
+  # The old float32 inversion stopped at +-16.12; saturated outputs now end at the range ends.
+  assert got.min() < -79 and got.max() == pytest.approx(np.log(T.FLOAT32_BELOW_ONE / (1 - T.FLOAT32_BELOW_ONE)), rel=1e-6)
+  assert np.isfinite(got).all()
+
+
+def test_declared_probabilities_outside_0_1_are_refused_with_the_fix(tmp_path):
+  _model().export(str(tmp_path / "logits_sm"), verbose=False)  # A logits model ...
+  entry = T.TeacherEntry(teacher_id="mislabelled", labeling="basic", split_percent=1,
+                         path="logits_sm", output="probabilities")  # ... declared otherwise.
+  with pytest.raises(T.TeacherError, match="'mislabelled' is declared to output probabilities but "
+                     r"\d+ of its 16 outputs on the data lie outside \[0, 1\].*Set its 'output' "
+                     "column to logits"):
+    T.load_teacher(entry, tmp_path, image_shape=(8, 8, 1), num_outputs=1, sample=_images() * 40)
+
+
+def test_label_cache_records_how_the_logits_were_obtained(zoo, data, tmp_path):
+  root, _, _ = zoo
+  entry = {e.teacher_id: e for e in T.read_zoo(root)}["probs"]
+  teacher = T.load_teacher(entry, root, image_shape=(8, 8, 1), num_outputs=1)
+  out = labelling.label_with_teacher(teacher, entry.resolve(root), data, tmp_path)
+  import json
+  assert json.loads((out / labelling.COMPLETE).read_text())["logits"] == "pre_activation"
