@@ -241,6 +241,10 @@ class LossGrid:
   def __post_init__(self):
     _check(len(self.temperatures) > 0, "loss.temperatures is empty")
     _check(len(self.alphas) > 0, "loss.alphas is empty")
+    _check(set(self.kinds) != {"hard"} or set(self.temperatures) == {1.0},
+           f"--temperature={','.join(f'{t:g}' for t in self.temperatures)} has no effect: hard "
+           "pseudo-labels are the rounded teacher probabilities, at no temperature; add a soft "
+           "loss (--loss=hard,soft_kl) or drop --temperature")
     self.configs()  # Each combination is checked.
 
   def configs(self) -> tuple[LossConfig, ...]:
@@ -270,6 +274,9 @@ class TrainConfig:
     warmup_epochs: linear warm-up epochs of the cosine schedule.
     batch_size: PER-REPLICA batch size; the global batch is this times the replica count.
     epochs: maximum epochs, one matrix axis.
+    min_steps_per_epoch: an epoch is one pass over the training set or this many optimizer
+      steps, whichever is more (0: one pass). A baseline on a 3% split of 30 examples makes one
+      step per pass; this gives it the budget of a student on the pool (the demo: 20).
     early_stopping: validate each epoch on the validation split (holdout protocol only) and
       select weights by `monitor`; stop after `patience` epochs without improvement.
     monitor: the validation metric to select on, any the run logs: val_label_loss (default),
@@ -305,6 +312,7 @@ class TrainConfig:
   warmup_epochs: int = 0
   batch_size: int = 32
   epochs: tuple[int, ...] = (50,)
+  min_steps_per_epoch: int = 0
   early_stopping: bool = True
   monitor: str = "val_label_loss"
   patience: int = 10
@@ -326,8 +334,13 @@ class TrainConfig:
       _check(value > 0, f"train.{name}={value} must be > 0")
     _check_choice("train.schedule", self.schedule, SCHEDULES)
     _check(self.warmup_epochs >= 0, f"train.warmup_epochs={self.warmup_epochs} must be >= 0")
+    _check(self.warmup_epochs == 0 or self.schedule == "cosine",
+           f"--warmup_epochs={self.warmup_epochs} has no effect on the constant schedule; use "
+           "--schedule=cosine or drop --warmup_epochs")
     _check(self.batch_size >= 1, f"train.batch_size={self.batch_size} must be >= 1")
     _check(len(self.epochs) > 0, "train.epochs is empty")
+    _check(self.min_steps_per_epoch >= 0,
+           f"train.min_steps_per_epoch={self.min_steps_per_epoch} must be >= 0 (0: one pass)")
     for e in self.epochs:
       _check(e >= 1, f"train.epochs holds {e}; each must be >= 1")
       _check(self.schedule != "cosine" or self.warmup_epochs < e,
@@ -395,6 +408,11 @@ class DistillConfig:
         f"shard_index={self.shard_index} must be in [0, num_shards={self.num_shards})",
     )
     _check(bool(self.workdir), "workdir is empty; give --workdir")
+    _check(self.protocol != "original" or not any(self.loss.alphas),
+           f"--protocol=original trains on the test list's teacher labels alone: it has no "
+           f"labelled examples, so --alpha={','.join(f'{a:g}' for a in self.loss.alphas)} would "
+           "silently weigh a ground-truth term that is always empty; use --alpha=0, or "
+           "--protocol=holdout to mix in the labelled split")
     _check(self.teacher.mixup == 0 or not any(self.loss.alphas),
            "mixup mixes the images, so their ground-truth labels no longer apply: use --alpha=0 "
            "with --mixup")
@@ -426,7 +444,8 @@ PRESETS: dict[str, DistillConfig] = {
         teacher=TeacherConfig(demo_arch="cnn", demo_width=32, demo_epochs=40),
         student=StudentConfig(archs=("mlp", "cnn"), head="pooled", dropout=0.0, width=None),
         train=TrainConfig(optimizers=("adam", "sgd"), adam_learning_rate=1e-3, batch_size=64,
-                          epochs=(20,), patience=5, seeds=(0, 1, 2), steps_per_execution=4),
+                          epochs=(20,), min_steps_per_epoch=20, patience=5, seeds=(0, 1, 2),
+                          steps_per_execution=4),
     ),
     # The same path in under two minutes: for CI and for trying the install.
     "smoke": DistillConfig(

@@ -476,7 +476,11 @@ class RunDatasets:
     return self.run.batch_size * self.ctx.replicas
 
   def steps_per_epoch(self) -> int:
-    return max(1, math.ceil(len(self.train_ids) / self.global_batch()))
+    """One pass over the training set, or the run's `min_steps` if more: a run on a small
+    labelled split (30 digits: one batch) otherwise gets one optimizer step per epoch, far
+    fewer than a distilled student on the pool, and its comparison with it is a comparison
+    of training budgets."""
+    return max(1, math.ceil(len(self.train_ids) / self.global_batch()), self.run.min_steps)
 
   def _shuffled(self, ids) -> tf.data.Dataset:
     return pipeline.shuffled(self._examples(ids), size=len(ids), seed=self.run.seed,
@@ -651,6 +655,27 @@ def predict_test(student: keras.Model, datasets: RunDatasets, teacher) -> pd.Dat
   return frame
 
 
+def _predicted_classes(outputs: np.ndarray) -> np.ndarray:
+  outputs = np.asarray(outputs)
+  return (outputs.reshape(-1) > 0).astype(int) if outputs.shape[-1] == 1 else outputs.argmax(-1)
+
+
+def collapsed_lists(student: keras.Model, datasets: "RunDatasets", frame: pd.DataFrame) -> str:
+  """Which of the run's validation and test lists the model gives one class to every example
+  of ("val", "test", "val+test", or "" when it separates both): a collapsed model (dead units,
+  a constant output) that an F1 alone can hide, e.g. 0.79 on a balanced list of an easy task."""
+  lists = []
+  if datasets.val_ids:
+    outputs = student.predict(datasets.evaluation(datasets.val_ids).map(lambda x, y: x), verbose=0)
+    if len(datasets.val_ids) > 1 and len(np.unique(_predicted_classes(outputs))) == 1:
+      lists.append("val")
+  predicted = (frame["student_pred"].to_numpy() if "student_pred" in frame
+               else (frame["student_prob"].to_numpy() > 0.5).astype(int))
+  if len(predicted) > 1 and len(np.unique(predicted)) == 1:
+    lists.append("test")
+  return "+".join(lists)
+
+
 def score(frame: pd.DataFrame, task: str, student_classes=()) -> dict[str, Any]:
   """Label metrics, test loss and teacher fidelity (top-1 agreement and KL(teacher || student)
   at T = 1) from a predictions frame; for multiclass also the accuracy of each class, and of
@@ -698,7 +723,7 @@ def build_network(run: RunSpec, ctx: RunContext, num_outputs: int) -> keras.Mode
     return finetune.build_teacher(
         encoder.checkpoint if encoder else None, arch=run.arch, input_shape=ctx.data.image_shape,
         width=run.width, num_outputs=num_outputs, dropout=run.dropout, freeze=run.freeze,
-        safe_mode=ctx.safe_mode)
+        safe_mode=ctx.safe_mode, seed=run.seed)
   model = models.build_model(run.arch, ctx.data.image_shape, num_outputs, head=run.head,
                              dropout=run.dropout, width=run.width)
   if run.init == "imagenet":
@@ -719,6 +744,7 @@ def _own_network(run: RunSpec, ctx: RunContext, num_outputs: int) -> keras.Model
   if teacher.output != "logits":
     raise ValueError(f"run {run.run_id}: arch 'same' needs a teacher that outputs logits; "
                      f"{run.teacher.teacher_id} outputs {teacher.output}")
+  keras.utils.set_random_seed(run.seed)  # Loading drew from the random state: reset it.
   try:
     return keras.models.clone_model(teacher.model)
   except Exception as e:  # A SavedModel wrapper, or a custom layer without a config.
@@ -765,35 +791,27 @@ def reinitialise(model: "Distiller", fresh: keras.Model, learning_rate: float) -
   return True
 
 
-def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
-  """Trains, saves and scores one run; writes its files and returns its results row.
+def build_run_model(run: RunSpec, ctx: RunContext, steps: int, *, offline: bool):
+  """The compiled model a run trains, in the run's initial state: (distiller, student, online
+  teacher or None, warm key).
 
-  Files in `<workdir>/runs/<run_id>/`: `student.keras` (loads with plain
-  `keras.models.load_model`), `predictions.parquet` (test-split id, label, teacher and student
-  probabilities), `config.json` (resolved settings), `history.csv` (one line per epoch, as it
-  goes), and last `result.json`. While training, `backup/` holds the weights, optimizer state
-  and epoch of the last finished epoch, and `selection/` the model selection's best epoch and
-  weights: a killed run resumes there when rerun, and both are deleted when the run finishes.
+  The student's initial weights (and its dropout seeds) are drawn right after the global
+  random state is reset to the run's seed, AFTER any online teacher is loaded: loading a
+  `.keras` or `.h5` file builds layers and so draws from that state, and the student of an
+  online run would otherwise start elsewhere than the same seed's offline student. A run's
+  initial weights therefore depend only on its seed and settings, never on its teacher's file
+  format, its teaching mode or what the process loaded before.
   """
-  run_dir = ctx.workdir / results.RUNS / run.run_id
-  run_dir.mkdir(parents=True, exist_ok=True)
-  start = time.perf_counter()
-  keras.utils.set_random_seed(run.seed)
   distilling = run.stage == "distill"
-  teacher = None
-  cached = None
-  offline = distilling and run.teacher_mode in ("offline", "fixed")
-  if offline or (distilling and run.pool_balance == "teacher"):
-    cached = labelling.load_teacher_logits(ctx.labels_dir, run.teacher)
-  datasets = RunDatasets(run, ctx, cached, teacher_in_targets=offline)
   num_outputs = ctx.num_outputs(run.task)
-  steps = datasets.steps_per_epoch()
+  teacher = None
   with ctx.strategy.scope():
     if distilling and not offline:  # The teacher keeps the precision it was saved with.
       teacher = teachers_lib.load_teacher(run.teacher, ctx.zoo_dir, image_shape=ctx.data.image_shape,
                                           num_outputs=num_outputs, safe_mode=ctx.safe_mode,
                                           fold_batchnorm=ctx.fold_batchnorm)
     with dtype_policy(ctx.precision):
+      keras.utils.set_random_seed(run.seed)
       student = build_network(run, ctx, num_outputs)
       key = warm_key(run, ctx, num_outputs, steps, offline=offline)
       distiller = ctx.take_warm(key)
@@ -810,6 +828,32 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
             run.optimizer, run.learning_rate, schedule=run.schedule,
             total_steps=run.epochs * steps, warmup_steps=run.warmup_epochs * steps),
             steps_per_execution=ctx.steps_per_execution, jit_compile=ctx.jit_compile)
+  return distiller, student, teacher, key
+
+
+def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
+  """Trains, saves and scores one run; writes its files and returns its results row.
+
+  Files in `<workdir>/runs/<run_id>/`: `student.keras` (loads with plain
+  `keras.models.load_model`), `predictions.parquet` (test-split id, label, teacher and student
+  probabilities), `config.json` (resolved settings), `history.csv` (one line per epoch, as it
+  goes), and last `result.json`. While training, `backup/` holds the weights, optimizer state
+  and epoch of the last finished epoch, and `selection/` the model selection's best epoch and
+  weights: a killed run resumes there when rerun, and both are deleted when the run finishes.
+  """
+  run_dir = ctx.workdir / results.RUNS / run.run_id
+  run_dir.mkdir(parents=True, exist_ok=True)
+  start = time.perf_counter()
+  keras.utils.set_random_seed(run.seed)
+  distilling = run.stage == "distill"
+  cached = None
+  offline = distilling and run.teacher_mode in ("offline", "fixed")
+  if offline or (distilling and run.pool_balance == "teacher"):
+    cached = labelling.load_teacher_logits(ctx.labels_dir, run.teacher)
+  datasets = RunDatasets(run, ctx, cached, teacher_in_targets=offline)
+  num_outputs = ctx.num_outputs(run.task)
+  steps = datasets.steps_per_epoch()
+  distiller, student, teacher, key = build_run_model(run, ctx, steps, offline=offline)
   checkpoint = checkpointing.StepCheckpoint(
       run_dir, lambda: checkpointing.training_variables(distiller, student), ctx.checkpoint,
       writer=ctx.is_writer)
@@ -869,7 +913,8 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
       "select": run.select if selection is not None else "last",
       "monitor": run.monitor if selection is not None else "",
       "max_epochs": run.epochs, "batch_size": datasets.global_batch(), "replicas": ctx.replicas,
-      "seed": run.seed, "dtype_policy": ctx.precision, "jit_compile": ctx.jit_compile,
+      "seed": run.seed, "steps_per_epoch": steps, "dtype_policy": ctx.precision,
+      "jit_compile": ctx.jit_compile,
       "steps_per_execution": ctx.steps_per_execution, "train_examples": len(datasets.train_ids),
       "test_examples": len(datasets.test_ids), "dataset": run.dataset, "preset": ctx.preset,
       "code_version": code_version(),
@@ -882,6 +927,11 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   else:
     frame = predict_test(student, datasets, teacher)
     row.update(score(frame, run.task, run.student_classes), status="ok", error="")
+    row["collapsed"] = collapsed_lists(student, datasets, frame)
+    if row["collapsed"]:
+      log.warning("%s predicts a single class on its whole %s list: the model collapsed "
+                  "(flagged in its row's `collapsed` column)", run.run_id,
+                  row["collapsed"].replace("+", " and "))
     row["last_f1"] = row.get("f1")
     if selected_epoch != epochs_run and selection.last_weights is not None:
       # Scored at the last epoch too, so what model selection bought can be measured.

@@ -49,6 +49,8 @@ class FinetuneConfig:
     learning_rate: Adam's learning rate (the study: 5e-5).
     batch_size: per-replica batch size.
     epochs: maximum epochs.
+    min_steps_per_epoch: an epoch is one pass over the labelled split or this many steps,
+      whichever is more (0: one pass; a 3% split of 30 examples is one step).
     patience: early-stopping patience on `monitor` (the study: 25 on validation AUC).
     monitor: early-stopping metric ("val_auc" maximised; a name ending in "loss" minimised).
     dropout: the head's dropout rate.
@@ -59,6 +61,7 @@ class FinetuneConfig:
   learning_rate: float = 5e-5
   batch_size: int = 32
   epochs: int = 50
+  min_steps_per_epoch: int = 0
   patience: int = 25
   monitor: str = "val_auc"
   dropout: float = 0.5
@@ -69,6 +72,7 @@ class FinetuneConfig:
     config_lib._check(self.learning_rate > 0, f"finetune.learning_rate={self.learning_rate} must be > 0")
     config_lib._check(self.batch_size >= 1, "finetune.batch_size must be >= 1")
     config_lib._check(self.epochs >= 1, "finetune.epochs must be >= 1")
+    config_lib._check(self.min_steps_per_epoch >= 0, "finetune.min_steps_per_epoch must be >= 0")
     config_lib._check(self.patience >= 1, "finetune.patience must be >= 1")
     config_lib._check(0.0 <= self.dropout < 1.0, f"finetune.dropout={self.dropout} must be in [0, 1)")
     config_lib._check(len(self.seeds) > 0, "finetune.seeds is empty; give at least one seed")
@@ -200,9 +204,13 @@ def attach_head(network: keras.Model, *, num_outputs: int = 1, dropout: float = 
 
 def build_teacher(checkpoint: str | pathlib.Path | None, *, arch: str, input_shape,
                   width: int | None, num_outputs: int, dropout: float, freeze: str,
-                  safe_mode: bool = True) -> keras.Model:
+                  safe_mode: bool = True, seed: int | None = None) -> keras.Model:
   """A teacher to fine-tune: the pretrained network at `checkpoint` (None: a randomly
   initialised one of `arch`) with the study's head, partly frozen per `freeze`.
+
+  With `seed`, the global random state is reset to it after the checkpoint is loaded (loading
+  draws from it), so the head starts from the same weights whichever encoder it sits on: the
+  teachers of one seed differ only by their encoder.
 
   Raises:
     ValueError: for a checkpoint whose input does not match the data, or a bad freeze.
@@ -215,6 +223,8 @@ def build_teacher(checkpoint: str | pathlib.Path | None, *, arch: str, input_sha
     if expected != tuple(input_shape):
       raise ValueError(f"encoder {checkpoint} takes {expected} inputs but the data is "
                        f"{tuple(input_shape)}; fine-tune on data prepared like its pretraining data")
+  if seed is not None:
+    keras.utils.set_random_seed(seed)
   model = attach_head(network, num_outputs=num_outputs, dropout=dropout,
                       name=f"teacher_{network.name}")
   apply_freeze(model, freeze)
@@ -226,13 +236,15 @@ def build_teacher(checkpoint: str | pathlib.Path | None, *, arch: str, input_sha
 
 @dataclasses.dataclass(frozen=True)
 class Encoder:
-  """A pretrained encoder ready to fine-tune (or `RANDOM_INIT`, with no checkpoint)."""
+  """A pretrained encoder ready to fine-tune (or `RANDOM_INIT`, with no checkpoint); `freeze`
+  overrides the stage's freeze for its teachers (None: the stage's)."""
 
   name: str
   optimizer: str = ""
   checkpoint: str | None = None
   arch: str = ""
   width: int | None = None
+  freeze: str | None = None
 
   @property
   def digest(self) -> str:

@@ -23,7 +23,7 @@ STAGES = ("distill", "baseline", "finetune")
 _LATER_FIELDS = {"encoder": "", "encoder_optimizer": "", "encoder_digest": "", "freeze": "none",
                  "init": "scratch", "augment": "", "mixup": 0.0, "generation": 1,
                  "schedule": "constant", "warmup_epochs": 0, "select": "best",
-                 "student_classes": []}
+                 "student_classes": [], "min_steps": 0}
 _LATER_TEACHER_FIELDS = {"members": [], "combine": ""}
 
 
@@ -71,6 +71,8 @@ class RunSpec:
   warmup_epochs: int = 0
   select: str = "best"
   student_classes: tuple[int, ...] = ()
+  # An epoch is at least this many optimizer steps (several passes over a small labelled split).
+  min_steps: int = 0
 
   def settings(self) -> dict[str, Any]:
     """The resolved settings, JSON-ready (what the run id hashes).
@@ -233,7 +235,8 @@ def build_matrix(config: DistillConfig, teachers: Sequence[TeacherEntry], datase
   d, s, t = config.data, config.student, config.train
   common = dict(task=d.task, batch_size=t.batch_size, patience=t.patience,
                 monitor=t.monitor, head=s.head, dropout=s.dropout, width=s.width, dataset=dataset,
-                schedule=t.schedule, warmup_epochs=t.warmup_epochs, select=t.select)
+                schedule=t.schedule, warmup_epochs=t.warmup_epochs, select=t.select,
+                min_steps=t.min_steps_per_epoch)
   selected = teacher_set(config, teachers)
   runs = []
   for arch, optimizer, seed, epochs in itertools.product(s.archs, t.optimizers, t.seeds, t.epochs):
@@ -303,8 +306,9 @@ def finetune_matrix(config: DistillConfig, finetune, encoders: Sequence, dataset
       epochs=finetune.epochs, batch_size=finetune.batch_size, early_stopping=True,
       patience=finetune.patience, monitor=monitor, head="finetune", dropout=finetune.dropout,
       width=e.width, dataset=dataset, loss=LossConfig(kind="hard", alpha=1.0), encoder=e.name,
-      encoder_optimizer=e.optimizer, encoder_digest=e.digest, freeze=finetune.freeze,
-      init="simclr" if e.checkpoint else "scratch")
+      encoder_optimizer=e.optimizer, encoder_digest=e.digest,
+      freeze=finetune.freeze if getattr(e, "freeze", None) is None else e.freeze,
+      init="simclr" if e.checkpoint else "scratch", min_steps=finetune.min_steps_per_epoch)
       for e in encoders for scheme in d.schemes for pct in d.split_percents
       for seed in finetune.seeds]
   return sorted(runs, key=lambda r: r.run_id)

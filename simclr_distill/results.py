@@ -32,10 +32,11 @@ COLUMNS = STUDY_COLUMNS + (
     "ensemble_combine", "generation", "root_teacher_id", "augment", "mixup", "pool_balance",
     "student_optimizer", "learning_rate", "schedule", "loss_kind", "temperature", "alpha",
     "student_classes", "epochs_run", "best_epoch", "selected_epoch", "select", "monitor",
-    "max_epochs", "batch_size", "replicas", "seed", "dtype_policy", "jit_compile",
+    "max_epochs", "batch_size", "replicas", "seed", "steps_per_epoch", "dtype_policy", "jit_compile",
     "steps_per_execution", "macro_f1", "agreement", "teacher_kl",
     "teacher_f1", "last_f1", "seen_accuracy", "unseen_accuracy", "class_accuracy",
-    "test_examples", "train_examples",
+    "test_examples", "train_examples", "val_examples", "collapsed", "probe_knn_accuracy",
+    "probe_linear_accuracy", "pretrain_loss", "pretrain_chance_loss",
     "wall_seconds", "images_per_second", "checkpoint", "dataset", "preset", "code_version",
     "finished_at", "schema_version")
 GROUP_METRICS = ("f1", "f0.5", "auc", "accuracy", "agreement", "teacher_kl")

@@ -58,6 +58,12 @@ def test_override_by_dotted_path_checks_invariants_again():
     ({"train.patience": -1}, "0: never stop"),
     ({"train.select": "first"}, "'first' is not one of best, last"),
     ({"train.learning_rates": (1e-3, 0.0)}, "each must be > 0"),
+    # Combinations whose meaning would silently change are refused.
+    ({"protocol": "original", "loss.alphas": (0.0, 0.5)},
+     "--protocol=original trains on the test list's teacher labels alone: it has no labelled "
+     "examples, so --alpha=0,0.5 would silently weigh"),
+    ({"loss.temperatures": (4.0,)}, "--temperature=4 has no effect: hard pseudo-labels"),
+    ({"train.warmup_epochs": 2}, "--warmup_epochs=2 has no effect on the constant schedule"),
 ])
 def test_bad_values_say_what_to_change(changes, message):
   with pytest.raises(ValueError, match=message):
