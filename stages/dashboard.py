@@ -7,7 +7,8 @@
 Sources are workdirs or results tables (.parquet/.csv) and, with --published, the study's own
 CSVs (distill_results.csv, finetune_results.csv, supervised_results.csv), shown beside the
 reproduction. Filters cover every categorical column and the metrics' ranges; the figures, the
-table and the CSV download follow them. --export writes one self-contained HTML file (filters
+table and the CSV download follow them. Each workdir's paired comparisons (its comparisons.csv,
+or computed from its runs' saved predictions) are drawn with their intervals. --export writes one self-contained HTML file (filters
 work without a server) and exits.
 """
 
@@ -32,17 +33,20 @@ def main(argv):
     from simclr_distill import dashboard
 
     frame, messages = dashboard.load_sources(FLAGS.workdirs, FLAGS.published)
+    comparisons, more = dashboard.load_comparisons(FLAGS.workdirs)
+    messages = [*messages, *more]
     for message in messages:
       print(f"note: {message}")
     if FLAGS.export:
-      path = dashboard.export_report(frame, FLAGS.export, messages, title=FLAGS.title)
+      path = dashboard.export_report(frame, FLAGS.export, messages, title=FLAGS.title,
+                                     comparisons=comparisons)
       print(f"report: {path} ({len(frame)} rows)")
       return
     if not 0 < FLAGS.port < 65536:
       raise ValueError(f"--port={FLAGS.port} is not a TCP port (1-65535)")
     print(f"dashboard: http://{FLAGS.host}:{FLAGS.port} ({len(frame)} rows); Ctrl-C stops it",
           flush=True)
-    dashboard.make_app(frame, messages, title=FLAGS.title).run(host=FLAGS.host, port=FLAGS.port,
+    dashboard.make_app(frame, messages, title=FLAGS.title, comparisons=comparisons).run(host=FLAGS.host, port=FLAGS.port,
                                                                debug=False)
 
   common.run_or_explain(go)

@@ -325,6 +325,9 @@ def test_dashboard_filters_change_the_table_and_figures_in_chromium(smoke_study,
     browser.wait_for(lambda: _count(driver) == f"{total} of {total} runs", 60, "the first render")
     before = _trace_names(driver, "by_stage")
     source = workdir.name
+    # The paired comparisons, drawn with their intervals.
+    intervals = browser.wait_for(lambda: _trace_names(driver, "intervals"), 30, "the intervals")
+    assert set(intervals) <= {"interval excludes 0", "interval includes 0 (not resolved)"}
     assert f"finetune [{source}]" in before and f"baseline [{source}]" in before
     if pub:  # The published study beside the smoke reproduction.
       assert "distill [published]" in before and f"distill [{source}]" in before
@@ -382,6 +385,11 @@ def test_exported_report_works_from_disk_without_console_errors(smoke_study, tmp
     assert set(cells) == {"baseline"}
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []
+    comparisons = pd.read_csv(workdir / "comparisons.csv")
+    assert driver.execute_script("return document.getElementById('fig-intervals').data.length") >= 1
+    shown = driver.execute_script(
+        "return document.querySelectorAll('table.intervals tbody tr').length")
+    assert shown == len(comparisons) > 0
     driver.save_screenshot(str(ARTIFACTS / "report.png"))
 
 
@@ -390,3 +398,18 @@ def test_dashboard_stage_refuses_a_bad_port():
 
   proc = stage("stages.dashboard", "--workdirs=nowhere", "--port=70000", check=False)
   assert proc.returncode == 2 and "--port=70000 is not a TCP port" in proc.stderr
+
+
+def test_paired_comparisons_load_per_workdir_and_follow_the_filters(smoke_study):
+  workdir, _ = smoke_study
+  comparisons, messages = dashboard.load_comparisons([workdir, workdir / "nothing.csv"])
+  assert messages == [] and len(comparisons) and set(comparisons["source"]) == {workdir.name}
+  saved = pd.read_csv(workdir / "comparisons.csv")
+  assert len(comparisons) == len(saved)
+  only_100 = dashboard.filter_comparisons(comparisons, {"split_percent": ["100"]})
+  assert len(only_100) and set(only_100["split_percent"]) == {100}
+  figure = figures.comparison_intervals(only_100)
+  assert sum(len(trace.x) for trace in figure.data) == len(only_100)
+  assert "bootstrap intervals" in figure.layout.title.text
+  table = dashboard.comparisons_table(only_100)
+  assert set(table["excludes_zero"]) <= {"yes", "no"} and table["interval"].str.startswith("[").all()

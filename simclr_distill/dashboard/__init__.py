@@ -51,6 +51,60 @@ COMPARISONS = (  # (figure id, title, colour column, stages kept)
 # ---- Loading ----------------------------------------------------------------------------------
 
 
+def load_comparisons(paths: Sequence[str | pathlib.Path]) -> tuple[pd.DataFrame, list[str]]:
+  """The paired comparisons of every workdir among `paths` (its `comparisons.csv`, written by
+  the study, or computed from its runs' saved predictions), with a `source` column; and
+  messages about workdirs whose comparisons could not be made."""
+  from simclr_distill import stats
+
+  frames, messages = [], []
+  for path in map(pathlib.Path, paths):
+    if not path.is_dir():
+      continue  # A results table holds no predictions to resample.
+    try:
+      saved = path / stats.COMPARISONS_CSV
+      table = results.read_rows([path])
+      if saved.is_file() and saved.stat().st_mtime >= max(
+          (p.stat().st_mtime for p in path.glob(f"{results.RUNS}/*/{results.ROW_FILE}")), default=0):
+        frame = pd.read_csv(saved)
+      else:
+        frame = stats.study_comparisons(table, stats.workdir_reader(path))
+    except (FileNotFoundError, ValueError, OSError) as e:
+      messages.append(f"no paired comparisons for {path}: {e}")
+      continue
+    frames.append(frame.assign(source=path.name))
+  frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+      columns=[*stats.COLUMNS, "source"])
+  return frame, messages
+
+
+def filter_comparisons(comparisons: pd.DataFrame, selections: dict | None) -> pd.DataFrame:
+  """The comparisons of the selected sources, labelling schemes and splits."""
+  out = comparisons
+  for column in ("source", "labeling", "split_percent"):
+    chosen = (selections or {}).get(column)
+    if chosen and column in out:
+      out = out[out[column].astype(object).map(_number_text).isin([str(c) for c in chosen])]
+  return out
+
+
+def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+  """The comparisons as the dashboard's table shows them (rounded, interval as text)."""
+  if comparisons.empty:
+    return pd.DataFrame(columns=["labeling", "split_percent", "question", "a", "b", "metric",
+                                 "mean_a", "mean_b", "difference", "interval", "excludes_zero",
+                                 "examples", "runs", "pairing"])
+  shown = comparisons.copy()
+  shown["interval"] = [f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(shown["low"], shown["high"])]
+  shown["runs"] = [f"{a}:{b}" for a, b in zip(shown["runs_a"], shown["runs_b"])]
+  shown["excludes_zero"] = shown["excludes_zero"].astype(str).str.lower().map(
+      {"true": "yes", "false": "no"})
+  columns = [c for c in ("source", "labeling", "split_percent", "question", "a", "b", "metric",
+                         "mean_a", "mean_b", "difference", "interval", "excludes_zero",
+                         "examples", "runs", "pairing") if c in shown]
+  return shown[columns].round(4)
+
+
 def load_sources(paths: Sequence[str | pathlib.Path] = (),
                  published_paths: Sequence[str | pathlib.Path] = ()) -> tuple[pd.DataFrame, list[str]]:
   """All rows of the given sources in one frame, and messages about what was odd in them.
@@ -217,8 +271,11 @@ def run_figures(frame: pd.DataFrame, metric: str, selected: Sequence[str] = ()) 
 # ---- The Dash app -----------------------------------------------------------------------------
 
 
-def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "simclr_distill results"):
-  """The dashboard as a `dash.Dash` app (call `.run(host=..., port=...)`)."""
+def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "simclr_distill results",
+             comparisons: pd.DataFrame | None = None):
+  """The dashboard as a `dash.Dash` app (call `.run(host=..., port=...)`); `comparisons`
+  (`load_comparisons`) adds the paired differences with their intervals, following the
+  source, labelling and split filters."""
   import dash
   from dash import Input, Output, State, dash_table, dcc, html
 
@@ -253,6 +310,18 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
     comparison_block = [html.H3("Published vs reproduced"), dcc.Graph(id="fig-published"),
                         dash_table.DataTable(id="published-table", page_size=10, sort_action="native",
                                              style_table={"overflowX": "auto"})]
+  comparisons = comparisons if comparisons is not None else pd.DataFrame()
+  intervals_block = []
+  if len(comparisons):
+    intervals_block = [
+        html.H3("Paired comparisons: differences with intervals"),
+        html.Div("Each row compares two groups of runs on the same test examples; the interval "
+                 "resamples the examples and the runs (seeds). Grey: the interval includes 0, "
+                 "so the data cannot tell the two apart."),
+        dcc.Graph(id="fig-intervals"),
+        dash_table.DataTable(id="intervals-table", page_size=15, sort_action="native",
+                             filter_action="native", style_table={"overflowX": "auto"},
+                             style_cell={"fontSize": 12})]
   app.layout = html.Div([
       html.H2(title),
       html.Div([html.Div(m, className="message", style={"color": "#a15c00"}) for m in messages],
@@ -270,6 +339,7 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
               dcc.Download(id="download"),
               html.Div(graphs, style={"display": "grid",
                                      "gridTemplateColumns": "repeat(auto-fit, minmax(460px, 1fr))"}),
+              *intervals_block,
               *comparison_block,
               html.H3("Summary"),
               html.Div([html.Label("group by", htmlFor="group-by"),
@@ -324,6 +394,15 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
     figs = run_figures(filtered(args), metric, selected or ())
     return figs["pr"], figs["curves"]
 
+  if intervals_block:
+    @app.callback(Output("fig-intervals", "figure"), Output("intervals-table", "data"),
+                  Output("intervals-table", "columns"), *filter_inputs)
+    def update_intervals(*selected):
+      rows = filter_comparisons(comparisons, dict(zip(categorical, selected)))
+      table = comparisons_table(rows)
+      return (figures.comparison_intervals(rows), table.to_dict("records"),
+              [{"name": c, "id": c} for c in table.columns])
+
   if comparison_block:
     @app.callback(Output("fig-published", "figure"), Output("published-table", "data"),
                   Output("published-table", "columns"), Input("metric", "value"), *filter_inputs,
@@ -352,12 +431,16 @@ _REPORT_JS = pathlib.Path(__file__).with_name("report.js")
 
 
 def export_report(frame: pd.DataFrame, path: str | pathlib.Path, messages: Sequence[str] = (),
-                  title: str = "simclr_distill results") -> pathlib.Path:
-  """Writes one self-contained HTML file: filters, figures and table computed in the browser.
+                  title: str = "simclr_distill results",
+                  comparisons: pd.DataFrame | None = None) -> pathlib.Path:
+  """Writes one self-contained HTML file: filters, figures and table computed in the browser,
+  and the paired comparisons with their intervals (`load_comparisons`; all of them, as
+  computed).
 
   The rows (filter and table columns only) and plotly.js are inlined, so the file opens from
   disk with no server or network.
   """
+  import plotly.io
   import plotly.offline
 
   from simclr_distill import fileio
@@ -382,6 +465,15 @@ def export_report(frame: pd.DataFrame, path: str | pathlib.Path, messages: Seque
              "groupBy": default_group_by(frame), "summaryMetrics": list(SUMMARY_METRICS),
              "lowerIsBetter": list(figures.LOWER_IS_BETTER), "runs": runs, "messages": list(messages), "title": title}
   data = json.dumps(payload).replace("</", "<\\/")
+  intervals = ""
+  if comparisons is not None and len(comparisons):
+    table = comparisons_table(comparisons)
+    intervals = ("<h3>Paired comparisons: differences with intervals</h3><p>Each row compares "
+                 "two groups of runs on the same test examples; the interval resamples the "
+                 "examples and the runs (seeds). Grey: the interval includes 0.</p>"
+                 + plotly.io.to_html(figures.comparison_intervals(comparisons), full_html=False,
+                                     include_plotlyjs=False, div_id="fig-intervals")
+                 + table.to_html(index=False, classes="intervals", border=0, escape=True))
   html = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -395,6 +487,7 @@ td, th {{ border: 1px solid #ddd; padding: 2px 4px; }} th {{ cursor: pointer; ba
 </head><body>
 <div class="wrap"><div id="side"></div><div id="main"><h2 id="title"></h2><div id="messages"></div>
 <div id="row-count" style="font-weight:bold"></div><div class="grid" id="figures"></div>
+<div id="intervals">{intervals}</div>
 <div id="comparison"></div><h3>Summary</h3><label for="group-by">group by (none selected = all runs in one group)</label>
 <select id="group-by" multiple style="max-width: 600px"></select><div id="summary"></div>
 <h3>Runs</h3><div id="table"></div></div></div>

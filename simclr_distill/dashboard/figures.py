@@ -219,3 +219,42 @@ def load_run_files(frame: pd.DataFrame, name: str, limit: int = 8) -> dict[str, 
     if len(out) == limit:
       break
   return out
+
+
+def comparison_intervals(comparisons: pd.DataFrame) -> go.Figure:
+  """The study's paired comparisons (`stats.study_comparisons` rows) as a forest plot: each
+  difference A - B with its interval, a line at zero, coloured by whether the interval
+  excludes zero (a difference the test examples and seeds can resolve)."""
+  fig = go.Figure()
+  if comparisons.empty:
+    fig.update_layout(title="paired comparisons: none in the selected rows", **_LAYOUT)
+    return fig
+  frame = comparisons.reset_index(drop=True)
+  labels = [f"{r.labeling} {int(r.split_percent)}% | {r.question}: {r.a} vs {r.b}"
+            + (f" [{r.source}]" if "source" in frame and isinstance(getattr(r, "source", None), str)
+               and r.source else "")
+            for r in frame.itertuples()]
+  resolved = frame["excludes_zero"].astype(str).str.lower() == "true"
+  for flag, name, color in ((True, "interval excludes 0", "#1f77b4"),
+                            (False, "interval includes 0 (not resolved)", "#999999")):
+    part = frame[resolved == flag]
+    if part.empty:
+      continue
+    fig.add_trace(go.Scatter(
+        x=part["difference"], y=[labels[i] for i in part.index], mode="markers", name=name,
+        marker=dict(color=color, size=8),
+        error_x=dict(type="data", symmetric=False, array=part["high"] - part["difference"],
+                     arrayminus=part["difference"] - part["low"], color=color),
+        customdata=np.stack([part["mean_a"], part["mean_b"], part["low"], part["high"],
+                             part["examples"], part["runs_a"], part["runs_b"]], axis=1),
+        hovertemplate=("A - B = %{x:+.3f} [%{customdata[2]:+.3f}, %{customdata[3]:+.3f}]<br>"
+                       "A %{customdata[0]:.3f}, B %{customdata[1]:.3f}; %{customdata[4]} "
+                       "examples, %{customdata[5]}:%{customdata[6]} runs<extra></extra>")))
+  fig.add_vline(x=0, line_dash="dash", line_color="#444")
+  metric = ", ".join(sorted(frame["metric"].astype(str).unique()))
+  fig.update_layout(**{**_LAYOUT, "height": max(300, 28 * len(frame) + 120),
+                       "margin": dict(l=20, r=20, t=50, b=45)},
+                    title=f"paired differences A - B ({metric}) with "
+                          f"{float(frame['confidence'].iloc[0]):.0%} bootstrap intervals",
+                    xaxis_title="A - B", yaxis=dict(autorange="reversed", automargin=True))
+  return fig
