@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 WORKDIR ?= results/study_demo
 
-.PHONY: install browser demo smoke test clean
+.PHONY: install browser demo smoke compare results dashboard test clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
@@ -19,6 +19,16 @@ demo: install
 
 smoke: install
 	$(VENV)/bin/python -m stages.study --preset=smoke --workdir=results/study_smoke
+
+# After `make demo`: the study's comparisons with their intervals, the table, the dashboard.
+compare: install
+	$(VENV)/bin/python -m stages.results --compare --workdirs=$(WORKDIR)
+
+results: install
+	$(VENV)/bin/python -m stages.results --workdirs=$(WORKDIR)
+
+dashboard: install
+	$(VENV)/bin/python -m stages.dashboard --workdirs=$(WORKDIR)
 
 # The dashboard tests drive Debian's headless Chromium; install it where it is missing (as root,
 # or through sudo). Without it those tests skip and say why.

@@ -33,6 +33,7 @@ def main(argv):
     print(f"results: {cfg.workdir}/{results.TABLE_PARQUET} ({len(rows)} baseline rows)")
     if len(rows):
       print(results.summarize(rows, ["init", "arch", "split_percent"], ["f1"]).round(3).to_string())
+    print(common.collapsed_summary(rows))
 
   common.run_or_explain(go)
 

@@ -54,6 +54,7 @@ _MAPPING: dict[str, tuple[str, Callable]] = {
     "sgd_learning_rate": ("train.sgd_learning_rate", float),
     "batch_size": ("train.batch_size", int),
     "epochs": ("train.epochs", lambda v: tuple(int(x) for x in v)),
+    "min_steps_per_epoch": ("train.min_steps_per_epoch", int),
     "patience": ("train.patience", int),
     "early_stopping": ("train.early_stopping", bool),
     "seeds": ("train.seeds", lambda v: tuple(int(x) for x in v)),
@@ -161,6 +162,9 @@ def define_flags(groups=GROUPS, presets=None) -> None:
     flags.DEFINE_float("sgd_learning_rate", None, "SGD's learning rate (momentum 0.9).")
     flags.DEFINE_integer("batch_size", None, "Per-replica batch size.")
     flags.DEFINE_list("epochs", None, "Maximum epochs per run, an axis.")
+    flags.DEFINE_integer("min_steps_per_epoch", None, "An epoch is one pass over the training "
+                         "set or this many steps, whichever is more: small labelled splits (a "
+                         "baseline on 30 examples) get the optimizer steps a student gets.")
     flags.DEFINE_integer("patience", None, "Early-stopping patience (epochs); 0 never stops "
                          "(model selection only).")
     flags.DEFINE_string("monitor", None, "Validation metric of model selection and early stopping: "
@@ -235,6 +239,39 @@ def summary_keys(table, keys: list[str]) -> list[str]:
   return keys
 
 
+def closing_summary(workdir, table) -> str:
+  """What a stage prints last: the study's comparisons with their intervals (from the
+  workdir's comparisons.csv when the stage wrote one), and the runs whose model collapsed."""
+  import pathlib
+
+  import pandas as pd
+
+  from simclr_distill import stats
+
+  lines = []
+  path = pathlib.Path(workdir) / stats.COMPARISONS_CSV
+  if path.is_file():
+    lines.append(stats.format_comparisons(pd.read_csv(path)))
+    lines.append(f"(all comparisons: {path}; `python -m stages.results --compare "
+                 f"--workdirs={workdir}` prints them again)")
+  lines.append(collapsed_summary(table))
+  return "\n".join(line for line in lines if line)
+
+
+def collapsed_summary(table) -> str:
+  """A warning naming the runs whose model collapsed (one predicted class on a whole
+  validation or test list), or "" when none did."""
+  if "collapsed" not in table:
+    return ""
+  collapsed = table[table["collapsed"].fillna("").astype(str) != ""]
+  if not len(collapsed):
+    return ""
+  return "\n".join([f"WARNING: {len(collapsed)} run(s) predict a single class on a whole "
+                    "validation or test list (collapsed models: their scores say nothing about "
+                    "the method; see the `collapsed` column):",
+                    *(f"  {r.run_id}: {r.collapsed}" for r in collapsed.itertuples())])
+
+
 def safe_mode() -> bool:
   """Keras safe mode for loading models: on unless --unsafe_load, which is logged loudly."""
   unsafe = "unsafe_load" in FLAGS and FLAGS.unsafe_load
@@ -255,6 +292,7 @@ _FINETUNE_MAPPING = {
     "finetune_learning_rate": ("learning_rate", float),
     "finetune_batch_size": ("batch_size", int),
     "finetune_epochs": ("epochs", int),
+    "finetune_min_steps_per_epoch": ("min_steps_per_epoch", int),
     "finetune_patience": ("patience", int),
     "finetune_monitor": ("monitor", str),
     "finetune_dropout": ("dropout", float),
@@ -275,18 +313,29 @@ def define_study_flags(*, pretraining: bool = True, preparing: bool = False) -> 
     flags.DEFINE_integer("pretrain_epochs", None, "Stage 1: epochs.")
     flags.DEFINE_integer("pretrain_batch_size", None, "Stage 1: per-replica batch size.")
     flags.DEFINE_float("pretrain_temperature", None, "Stage 1: NT-Xent temperature (the study: 0.1).")
-    flags.DEFINE_enum("pretrain_policy", None, ["study", "simclr"], "Stage 1: augmentation policy.")
+    flags.DEFINE_string("pretrain_policy", None, "Stage 1: augmentation policy of the two views: "
+                        "study (the study's two of nine), simclr (the standard one), affine (small "
+                        "orientation-keeping warps, contrast and noise: the digits demo's), "
+                        "inception_crop, mild_crop.")
     flags.DEFINE_integer("pretrain_seed", None, "Stage 1: seed.")
   flags.DEFINE_string("freeze", None, "Stage 2: none (train all, as the study's code), encoder "
                       "(train the head only, as its text says) or N (freeze the first N blocks).")
   flags.DEFINE_float("finetune_learning_rate", None, "Stage 2: Adam learning rate (the study: 5e-5).")
   flags.DEFINE_integer("finetune_batch_size", None, "Stage 2: per-replica batch size.")
   flags.DEFINE_integer("finetune_epochs", None, "Stage 2: maximum epochs (the study: 50).")
+  flags.DEFINE_integer("finetune_min_steps_per_epoch", None, "Stage 2: an epoch is at least this "
+                       "many steps (several passes over a small split).")
   flags.DEFINE_integer("finetune_patience", None, "Stage 2: early-stopping patience (the study: 25).")
   flags.DEFINE_string("finetune_monitor", None, "Stage 2: early-stopping metric: val_auc (the "
                       "study) or val_label_loss (the demo; better on small validation lists).")
   flags.DEFINE_float("finetune_dropout", None, "Stage 2: head dropout (the study: 0.5).")
   flags.DEFINE_list("finetune_seeds", None, "Stage 2: one teacher per seed, e.g. 0,1,2.")
+  flags.DEFINE_list("distill_encoders", None, "Stage 3 distils only the teachers of these "
+                    "encoders (default: the preset's; the demo's: digits_adam,none).")
+  flags.DEFINE_boolean("probe", None, "Stage 1: probe every pretrained encoder and a random-init "
+                       "one (k-NN and linear probes of the frozen features, on validation).")
+  flags.DEFINE_boolean("references", None, "Score the classical semi-supervised reference (label "
+                       "spreading on raw pixels) on every split, beside the teachers and students.")
   if preparing:
     flags.DEFINE_string("archive_dir", None, "A BigEarthNet-S2 archive to prepare into --data_dir "
                         "when it is not prepared yet.")
@@ -312,6 +361,11 @@ def study_from_flags():
     changes["finetune"] = dataclasses.replace(base.finetune, **finetune_changes)
   if "baseline" in FLAGS and FLAGS["baseline"].present:
     changes["baseline"] = FLAGS.baseline
+  for name in ("probe", "references"):
+    if name in FLAGS and FLAGS[name].present:
+      changes[name] = FLAGS[name].value
+  if "distill_encoders" in FLAGS and FLAGS["distill_encoders"].present:
+    changes["distill_encoders"] = tuple(FLAGS.distill_encoders)
   if "baseline_seeds" in FLAGS and FLAGS["baseline_seeds"].present:
     changes["baseline_seeds"] = tuple(int(x) for x in FLAGS.baseline_seeds)
   elif "seeds" in FLAGS and FLAGS["seeds"].present:

@@ -31,6 +31,9 @@ def main(argv):
     if len(table):
       print(results.summarize(table, common.summary_keys(table, ["stage", "arch", "split_percent"]),
                               ["f1", "agreement"]).round(3).to_string())
+      print("(means and standard deviations over runs; `python -m stages.results --compare` "
+            "gives the paired differences with intervals)")
+    print(common.collapsed_summary(table))
 
   common.run_or_explain(go)
 

@@ -42,6 +42,7 @@ def main(argv):
     if len(teachers):
       print(results.summarize(teachers, ["encoder", "labeling", "split_percent"], ["f1", "auc"])
             .round(3).to_string())
+    print(common.collapsed_summary(teachers))
 
   common.run_or_explain(go)
 

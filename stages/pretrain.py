@@ -4,7 +4,8 @@
   python -m stages.pretrain --preset=paper --data_dir=data/bigearthnet --workdir=W --name=BEN
 
 Writes W/pretrain/<name>/simclr.keras (image -> 128-d projection; layer "projection_512" is
-where fine-tuning attaches), history.csv and config.json. Reruns skip a finished encoder and
+where fine-tuning attaches), history.csv and config.json, then probes the frozen encoder and a
+random-init one on the validation lists (W/runs/pretrain-*/, rows of stage "pretrain"). Reruns skip a finished encoder and
 resume a killed one at its last checkpoint (--checkpoint_steps, --checkpoint_minutes).
 """
 
@@ -24,12 +25,19 @@ flags.DEFINE_float("learning_rate", None, "Peak learning rate.")
 flags.DEFINE_float("temperature", None, "NT-Xent temperature.")
 flags.DEFINE_integer("batch_size", None, "Per-replica batch size.")
 flags.DEFINE_integer("epochs", None, "Epochs over the pool.")
-flags.DEFINE_enum("policy", None, ["study", "simclr"], "Augmentation policy.")
+flags.DEFINE_string("policy", None, "Augmentation policy of the views: study (two of nine), "
+                    "simclr, affine (small orientation-keeping warps, contrast and noise: the "
+                    "digits demo's), inception_crop, mild_crop.")
 flags.DEFINE_integer("seed", None, "Seed of views, shuffling and initialisation.")
 flags.DEFINE_enum("strategy", "auto", config_lib.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_string("tpu", None, "TPU name or address (with --strategy=tpu).")
 flags.DEFINE_integer("checkpoint_steps", 0, "Checkpoint the training state every N steps (0: not "
                      "by count); a killed run resumes at its last checkpoint when rerun.")
+flags.DEFINE_boolean("probe", True, "Then probe the frozen encoder and a random-init one: k-NN "
+                     "and logistic regression on the validation lists (results rows of stage "
+                     "pretrain).")
+flags.DEFINE_list("probe_split_percents", ["3", "10", "100"], "Label splits whose train lists "
+                  "train the probes.")
 flags.DEFINE_float("checkpoint_minutes", 10.0, "... and every M minutes (0: not by time). Every "
                    "epoch end checkpoints too.")
 FLAGS = flags.FLAGS
@@ -47,7 +55,7 @@ def main(argv):
     import dataclasses
     import pathlib
 
-    from simclr_distill import checkpointing, distill, pretrain
+    from simclr_distill import checkpointing, distill, pretrain, probe
     from simclr_distill.data import digits, records
 
     cfg = dataclasses.replace(pretrain.PRESETS[FLAGS.preset], **{
@@ -58,7 +66,9 @@ def main(argv):
       data = digits.prepare_digits(pathlib.Path(FLAGS.workdir) / "data")
     checkpoint = pretrain.run_pretraining(
         cfg, data, FLAGS.workdir, strategy=distill.build_strategy(FLAGS.strategy, FLAGS.tpu),
-        checkpoint=checkpointing.CheckpointPolicy(FLAGS.checkpoint_steps, FLAGS.checkpoint_minutes))
+        checkpoint=checkpointing.CheckpointPolicy(FLAGS.checkpoint_steps, FLAGS.checkpoint_minutes),
+        probe=probe.ProbeConfig(split_percents=tuple(int(p) for p in FLAGS.probe_split_percents))
+        if FLAGS.probe else None, preset=FLAGS.preset)
     print(f"pretrained encoder {cfg.name}: {checkpoint}")
 
   common.run_or_explain(go)

@@ -4,6 +4,7 @@
   python -m stages.results --workdirs=W --filter='stage == "distill" and split_percent <= 10'
   python -m stages.results --workdirs=W --group_by=stage,arch,split_percent --metrics=f1,agreement
   python -m stages.results --workdirs=results/methods_demo --group_by=stage,method
+  python -m stages.results --compare            # the study's questions, with intervals
 
 Reads workdirs (their per-run rows) or .parquet/.csv tables; writes nothing unless --output.
 """
@@ -21,7 +22,14 @@ flags.DEFINE_list("metrics", ["f1", "f0.5", "auc", "agreement", "teacher_kl"], "
 flags.DEFINE_list("columns", ["stage", "arch", "labeling", "split_percent", "teacher_id",
                               "student_optimizer", "seed", "f1", "auc", "status"],
                   "Columns to print without --group_by.")
-flags.DEFINE_string("output", None, "Also write the (filtered or grouped) table to this .csv.")
+flags.DEFINE_boolean("compare", False, "Answer the study's questions per scheme and split: "
+                     "pretrained vs random-init encoders and teachers, teachers vs the classical "
+                     "reference, distilled vs baseline students, Adam vs SGD, soft vs hard "
+                     "targets; each a difference with its bootstrap interval over the test "
+                     "examples and the runs (simclr_distill.stats).")
+flags.DEFINE_string("metric", "f1", "Metric of --compare: f1, accuracy, precision, recall.")
+flags.DEFINE_float("confidence", 0.95, "Coverage of --compare's intervals.")
+flags.DEFINE_string("output", None, "Also write the (filtered, grouped or compared) table to this .csv.")
 FLAGS = flags.FLAGS
 
 
@@ -33,6 +41,8 @@ def main(argv):
   from stages import common
 
   def go():
+    if FLAGS.compare:
+      return compare()
     table = results.query(results.load_table(FLAGS.workdirs), FLAGS.filter)
     if FLAGS.group_by:
       shown = results.summarize(table, FLAGS.group_by, FLAGS.metrics)
@@ -48,6 +58,26 @@ def main(argv):
     if FLAGS.output:
       from simclr_distill import fileio
       fileio.atomic_write(FLAGS.output, shown.to_csv)
+
+  def compare():
+    import pathlib
+
+    from simclr_distill import stats
+
+    frames = []
+    for workdir in FLAGS.workdirs:
+      if not pathlib.Path(workdir).is_dir():
+        raise ValueError(f"--compare reads each run's saved predictions, so --workdirs must be "
+                         f"workdirs; {workdir} is not a directory")
+      table = results.query(results.load_table([workdir]), FLAGS.filter)
+      frame = stats.study_comparisons(table, stats.workdir_reader(workdir), metric=FLAGS.metric,
+                                      confidence=FLAGS.confidence)
+      print(f"== {workdir}")
+      print(stats.format_comparisons(frame))
+      frames.append(frame.assign(workdir=workdir))
+    if FLAGS.output:
+      from simclr_distill import fileio
+      fileio.atomic_write(FLAGS.output, lambda tmp: pd.concat(frames).to_csv(tmp, index=False))
 
   common.run_or_explain(go)
 

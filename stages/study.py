@@ -35,9 +35,7 @@ def main(argv):
     cfg = common.study_from_flags()
     table = study.run_study(cfg, safe_mode=common.safe_mode())
     print(f"results: {cfg.workdir}/{results.TABLE_PARQUET} ({len(table)} rows)")
-    if len(table):
-      print(results.summarize(table, common.summary_keys(table, ["stage", "model", "split_percent"]),
-                              ["f1", "agreement"]).round(3).to_string())
+    print(common.closing_summary(cfg.workdir, table))
 
   common.run_or_explain(go)
 

@@ -107,6 +107,11 @@ def test_results_stage_filters_and_groups(smoke):
     (("--teacher_zoo=/nonexistent",), "no teacher zoo manifest at /nonexistent/manifest.csv"),
     (("--alpha=2",), "loss.alpha=2.0 must be in"),
     (("--only=colour=red",), "unknown axis colour"),
+    # Contradictory settings: their meaning would silently change, so they are refused.
+    (("--protocol=original", "--alpha=0.5"), "--protocol=original trains on the test list's "
+     "teacher labels alone: it has no labelled examples, so --alpha=0.5"),
+    (("--loss=hard", "--temperature=4"), "--temperature=4 has no effect"),
+    (("--warmup_epochs=3",), "--warmup_epochs=3 has no effect on the constant schedule"),
 ])
 def test_bad_flags_stop_with_a_message_and_nonzero_status(smoke, args, message):
   workdir, _ = smoke

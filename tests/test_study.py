@@ -81,8 +81,11 @@ def test_study_chains_all_stages_into_one_table(smoke_study):
   workdir, proc = smoke_study
   table = pd.read_parquet(workdir / results.TABLE_PARQUET)
   assert list(table.columns) == list(results.COLUMNS) and (table["status"] == "ok").all()
-  # 2 encoders (digits_adam, none) x 2 splits teachers; each distilled into the MLP; 2 baselines.
-  assert table["stage"].value_counts().to_dict() == {"finetune": 4, "distill": 4, "baseline": 2}
+  # 2 encoders (digits_adam, none) x 2 splits teachers; each distilled into the MLP; 2 baselines;
+  # stage 1's probes of digits_adam and of a random-init network on both splits; the classical
+  # reference on both splits.
+  assert table["stage"].value_counts().to_dict() == {
+      "finetune": 4, "distill": 4, "baseline": 2, "pretrain": 4, "reference": 2}
   teachers = table[table["stage"] == "finetune"]
   assert set(teachers["model"]) == {"digits_adam", "none"}
   assert set(teachers["init"]) == {"simclr", "scratch"}
@@ -90,7 +93,19 @@ def test_study_chains_all_stages_into_one_table(smoke_study):
   assert set(distilled["teacher_id"]) == set(teachers["teacher_id"])
   assert (workdir / "pretrain" / "digits_adam" / "simclr.keras").is_file()
   assert not (workdir / "pretrain" / "none").exists()
-  assert "results:" in proc.stdout and "finetune" in proc.stdout
+  assert "results:" in proc.stdout and "teachers: pretrained vs random init" in proc.stdout
+  assert "interval (bootstrap over the test examples and the runs)" in proc.stdout
+  probes = table[table["stage"] == "pretrain"]
+  assert set(probes["encoder"]) == {"digits_adam", "none"}
+  assert probes["probe_linear_accuracy"].between(0, 1).all()
+  assert np.allclose(probes.loc[probes["encoder"] == "digits_adam", "pretrain_chance_loss"],
+                     np.log(255))
+  comparisons = pd.read_csv(workdir / "comparisons.csv")
+  assert {"teachers: pretrained vs random init", "teachers vs the classical reference",
+          "encoders: pretrained vs random init (linear probe on validation)"} <= set(
+              comparisons["question"])
+  assert (comparisons["low"] <= comparisons["difference"]).all()
+  assert (comparisons["difference"] <= comparisons["high"]).all()
 
 
 def test_zoo_manifest_lists_every_teacher_with_its_provenance(smoke_study):
@@ -172,7 +187,8 @@ def test_baselines_take_their_own_seeds_in_the_demo():
   cfg = study.get_preset("demo")
   assert cfg.distill.train.seeds == (0,) and cfg.baseline_config().train.seeds == (0, 1, 2)
   runs = matrix.build_matrix(dataclasses.replace(cfg.baseline_config(), baseline=True), [], "d")
-  assert len(runs) == 2 * 4 * 3  # mlp, cnn x 4 splits x 3 seeds (Adam)
+  assert len(runs) == 2 * 2 * 3  # mlp, cnn x 2 splits x 3 seeds (Adam)
+  assert {r.min_steps for r in runs} == {20}  # The students' optimizer steps per epoch.
 
 
 def test_an_encoder_given_by_checkpoint_keeps_its_own_architecture(tmp_path):
@@ -194,3 +210,19 @@ def test_an_encoder_given_by_checkpoint_keeps_its_own_architecture(tmp_path):
   missing = dataclasses.replace(cfg, encoders=(study.EncoderSpec("BEN"),))
   with pytest.raises(FileNotFoundError, match="encoder BEN is not pretrained"):
     study.pretrain_encoders(missing, data, strategy=None, train=False)
+
+
+def test_results_compare_prints_the_studys_questions_with_intervals(smoke_study, tmp_path):
+  workdir, _ = smoke_study
+  out = tmp_path / "comparisons.csv"
+  proc = stage("stages.results", "--compare", f"--workdirs={workdir}", f"--output={out}")
+  assert "basic labels, 10% split: 52 test examples" in proc.stdout
+  assert "teachers: pretrained vs random init" in proc.stdout and "excludes 0" in proc.stdout
+  written = pd.read_csv(out)
+  saved = pd.read_csv(workdir / "comparisons.csv")  # The study's own, same seeds: same numbers.
+  pd.testing.assert_frame_equal(written.drop(columns=["workdir"]), saved, check_dtype=False)
+  proc = stage("stages.results", "--compare", f"--workdirs={workdir}", "--confidence=0.5")
+  narrow = proc.stdout
+  assert "50% interval" in narrow
+  proc = stage("stages.results", "--compare", f"--workdirs={workdir / 'results.csv'}", check=False)
+  assert proc.returncode == 2 and "--workdirs must be workdirs" in proc.stderr
