@@ -244,6 +244,25 @@ def fit_side(model, dataset, scale: Scale) -> Callable[[], tuple[int, float, flo
   return run
 
 
+def same_loss(report: "Report", scale: str, losses: dict[str, float], rtol: float = 1e-4) -> None:
+  """Records each side's loss on the same batch from the same initial weights, next to the
+  timing, and stops the benchmark if they differ: a ratio is only like for like when both
+  sides compute the same loss on the same data.
+
+  Raises:
+    SystemExit: naming the sides whose losses differ.
+  """
+  for name, value in losses.items():
+    report.figure(scale, f"loss on one batch before timing: {name}", value, "")
+  values = list(losses.values())
+  if not np.allclose(values, values[0], rtol=rtol, atol=1e-6):
+    raise SystemExit(f"[{scale}] the sides compute different losses on the same batch "
+                     f"({', '.join(f'{k}={v:.6g}' for k, v in losses.items())}): the timing would "
+                     "not compare like with like")
+  print(f"[{scale}] same loss on one batch: " + ", ".join(f"{k}={v:.6f}" for k, v in losses.items()),
+        flush=True)
+
+
 def _cpu_seconds() -> float:
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime

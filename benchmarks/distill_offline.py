@@ -42,6 +42,13 @@ def run_scale(scale: common.Scale, work, report: common.Report) -> None:
   distill_data = common.endless(images, {"label": labels[:, 0], "mask": np.zeros(count, np.float32),
                                           "teacher": logits}, scale.batch_size)
   plain_data = common.endless(images, labels, scale.batch_size)
+  # Like for like: the same loss on the same batch from the same initial weights.
+  n = scale.batch_size
+  common.same_loss(report, scale.name, {
+      "Distiller (cached logits)": float(ours.evaluate(
+          images[:n], {"label": labels[:n, 0], "mask": np.zeros(n, np.float32),
+                       "teacher": logits[:n]}, verbose=0, return_dict=True)["loss"]),
+      "model.fit (hard labels)": float(plain.evaluate(images[:n], labels[:n], verbose=0))})
   print(f"[{scale.name}] {scale.student} student, {shape}, batch {scale.batch_size}, "
         f"{scale.steps} steps per repetition", flush=True)
   rates = common.alternate({"Distiller (cached logits)": common.fit_side(ours, distill_data, scale),

@@ -9,9 +9,13 @@ in-memory images and batch, under the same frozen teacher network:
            teacher saved as a checkpoint and loaded as the stages load it (`load_teacher`,
            BatchNormalization folded into the convolutions: `simclr_distill.inference`); one
            traced step runs the teacher (inference mode), the loss and the update;
-  keras    `keras.distillation.Distiller(teacher, student, LogitsDistillation)` on the same
+  keras    `keras.distillation.Distiller(teacher, student, HardPseudoLabels())` on the same
            teacher network (as built, BatchNormalization layers in place) with
-           `student_loss_weight=0`, same `steps_per_execution` (target: ratio >= 1.0);
+           `student_loss_weight=0`, same `steps_per_execution` (target: ratio >= 1.0).
+           `HardPseudoLabels` is the study's loss written as a `keras.distillation`
+           `DistillationLoss`: keras' own `LogitsDistillation` takes a softmax over the last
+           axis, constant for one logit, and given the string "kl_divergence" (its default)
+           it skips even that and the T^2 factor, so it computes another loss;
   study    the study's loop: per batch, `teacher.predict` to numpy, round the probability at
            0.5, `student.train_on_batch` (target: ratio >= 1.5).
 """
@@ -26,6 +30,20 @@ from benchmarks import common
 
 TARGET_KERAS = 1.0
 TARGET_STUDY = 1.5
+
+
+def hard_pseudo_label_loss():
+  """The study's objective (binary cross-entropy of the student's logit against the teacher's
+  rounded probability) as a `keras.distillation.DistillationLoss`."""
+  import keras
+
+  class HardPseudoLabels(keras.distillation.DistillationLoss):
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+      targets = keras.ops.cast(teacher_outputs > 0, "float32")
+      return keras.ops.mean(keras.losses.binary_crossentropy(
+          targets, keras.ops.cast(student_outputs, "float32"), from_logits=True))
+
+  return HardPseudoLabels()
 
 
 def run_scale(scale: common.Scale, work, report: common.Report) -> None:
@@ -48,8 +66,7 @@ def run_scale(scale: common.Scale, work, report: common.Report) -> None:
   ours.compile(optimizer=keras.optimizers.Adam(1e-4), steps_per_execution=scale.steps_per_execution)
   theirs = keras.distillation.Distiller(
       teacher=teacher_model, student=common.build(scale, scale.student, shape),
-      distillation_losses=keras.distillation.LogitsDistillation(temperature=1.0),
-      student_loss_weight=0.0)
+      distillation_losses=hard_pseudo_label_loss(), student_loss_weight=0.0)
   theirs.compile(optimizer=keras.optimizers.Adam(1e-4),
                  loss=keras.losses.BinaryCrossentropy(from_logits=True),
                  steps_per_execution=scale.steps_per_execution)
@@ -82,6 +99,15 @@ def run_scale(scale: common.Scale, work, report: common.Report) -> None:
     return run
 
   masked = {"label": labels[:, 0], "mask": np.zeros(count, np.float32)}
+  # Like for like: from the same initial weights, every side's loss on the same batch.
+  x = images[:scale.batch_size]
+  pseudo = np.round(1.0 / (1.0 + np.exp(-teacher_model.predict(x, verbose=0))))
+  common.same_loss(report, scale.name, {
+      "ours": float(ours.evaluate(x, {k: v[:scale.batch_size] for k, v in masked.items()},
+                                  verbose=0, return_dict=True)["loss"]),
+      "keras.distillation": float(theirs.evaluate(x, labels[:scale.batch_size], verbose=0,
+                                                  return_dict=True)["loss"]),
+      "study loop": float(study_student.evaluate(x, pseudo, verbose=0))})
   print(f"[{scale.name}] {scale.teacher} teacher -> {scale.student} student, {shape}, batch "
         f"{scale.batch_size}, {scale.steps} steps per repetition", flush=True)
   rates = common.alternate({

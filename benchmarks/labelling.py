@@ -24,11 +24,12 @@ TARGET = 0.95
 
 def run_scale(scale: common.Scale, work: pathlib.Path, report: common.Report) -> None:
   import keras
+  import numpy as np
 
   from simclr_distill import labelling, models
 
   data = common.prepared_data(scale, work)
-  _, images, _ = common.in_memory(data)
+  ids, images, _ = common.in_memory(data)
   count = len(images)
   keras.utils.set_random_seed(0)
   model = models.build_model(scale.teacher, data.image_shape, 1, head=scale.head, width=scale.width)
@@ -46,6 +47,19 @@ def run_scale(scale: common.Scale, work: pathlib.Path, report: common.Report) ->
     model.predict(images, batch_size=batch, verbose=0)
     return count
 
+  # Like for like: both sides compute the same logits (the stage's folded teacher up to float
+  # rounding), checked on the whole data before timing.
+  label()
+  cached_ids, cached = labelling.load_cached_logits(labels_dir, teacher.entry.teacher_id)
+  row_of = {i: r for r, i in enumerate(cached_ids.tolist())}
+  cached = cached[[row_of[i] for i in ids.tolist()]]
+  reference = model.predict(images, batch_size=batch, verbose=0)
+  deviation = float(np.max(np.abs(cached - reference)) / max(np.max(np.abs(reference)), 1e-12))
+  report.figure(scale.name, "largest deviation of the stage's logits from model.predict's "
+                "(relative)", deviation, "")
+  if deviation > 1e-4:
+    raise SystemExit(f"[{scale.name}] the labelling stage's logits differ from model.predict's "
+                     f"by {deviation:.2e}: the timing would not compare like with like")
   print(f"[{scale.name}] {scale.teacher} teacher on {count} examples of {data.image_shape}, "
         f"batch {batch}", flush=True)
   rates = common.alternate({"label_with_teacher": label, "model.predict": predict},

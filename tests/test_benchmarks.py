@@ -33,3 +33,25 @@ def test_tiled_digits_repeat_the_examples_and_their_split_lists(tmp_path):
   test = data.splits("basic")["test"]
   assert set(test) <= set(ids) and len(test) > 1
   assert sum(1 for _ in data.examples(test[:10])) == 10
+
+
+def test_a_benchmark_refuses_to_time_sides_that_compute_different_losses():
+  report = common.Report("t")
+  common.same_loss(report, "small", {"ours": 0.5939, "keras": 0.5939})
+  assert [row["value"] for row in report.rows] == [0.5939, 0.5939]  # Printed beside the timing.
+  with pytest.raises(SystemExit, match="compute different losses"):
+    common.same_loss(report, "small", {"ours": 0.5939, "keras": 0.0021})
+
+
+def test_the_keras_reference_of_online_distillation_computes_the_studys_hard_loss():
+  import numpy as np
+
+  from benchmarks import distill_online
+  from simclr_distill import losses
+
+  rng = np.random.default_rng(0)
+  teacher, student = rng.normal(size=(16, 1)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+  keras_side = float(distill_online.hard_pseudo_label_loss().compute_loss(teacher, student))
+  ours = float(losses.distillation_loss(teacher, student, np.zeros(16, "float32"),
+                                        np.zeros(16, "float32"), task="binary", kind="hard"))
+  assert keras_side == pytest.approx(ours, rel=1e-6)
