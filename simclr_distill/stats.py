@@ -486,7 +486,9 @@ def write_comparisons(workdir: str | pathlib.Path, table: pd.DataFrame | None = 
 
 
 def _signed(x: float) -> str:
-  return f"{x:+.3f}"
+  """+0.012; a bound that rounds to zero keeps its sign and size (+4e-04), so an interval
+  printed as excluding zero never reads [+0.000, ...]."""
+  return f"{x:+.0e}" if 0 < abs(x) < 0.0005 else f"{x:+.3f}"
 
 
 def format_comparisons(frame: pd.DataFrame) -> str:

@@ -184,7 +184,7 @@ PRESETS: dict[str, StudyConfig] = {
                   EncoderSpec("CA_sgd", "sgd", 0.1, data_dir="data/california")),
         finetune=finetune.FinetuneConfig(),
     ),
-    # The digits study on CPU (about 9 minutes on 2 cores), built to resolve its own
+    # The digits study on CPU (about 7 minutes on 2 cores), built to resolve its own
     # differences: the expanded scheme (3, 5, 8 and 9 vs the rest), whose test list holds 216
     # digits (the basic scheme's holds 52, where one digit moves F1 by 0.02). SimCLR with Adam
     # and with SGD, probed on validation, each fine-tuned with its encoder frozen; a random-init
