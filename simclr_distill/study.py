@@ -442,7 +442,10 @@ def run_study(cfg: StudyConfig, *, safe_mode: bool = True) -> pd.DataFrame:
     log.info("supervised baselines")
     run_baselines(cfg.baseline_config(), safe_mode=safe_mode)
   table = results.consolidate(cfg.workdir)
-  stats.write_comparisons(cfg.workdir, table)
+  try:
+    stats.write_comparisons(cfg.workdir, table)
+  except (ValueError, FileNotFoundError) as e:  # Every run is safe on disk; say what is missing.
+    log.warning("the study's comparisons were not written: %s", e)
   log.info("study finished in %.0f s: %d results rows in %s", time.perf_counter() - start,
            len(table), cfg.workdir / results.TABLE_PARQUET)
   return table

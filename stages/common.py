@@ -331,7 +331,7 @@ def define_study_flags(*, pretraining: bool = True, preparing: bool = False) -> 
   flags.DEFINE_float("finetune_dropout", None, "Stage 2: head dropout (the study: 0.5).")
   flags.DEFINE_list("finetune_seeds", None, "Stage 2: one teacher per seed, e.g. 0,1,2.")
   flags.DEFINE_list("distill_encoders", None, "Stage 3 distils only the teachers of these "
-                    "encoders (default: the preset's; the demo's: digits_adam,none).")
+                    "encoders (default: the preset's, the demo's digits_adam; empty: all).")
   flags.DEFINE_boolean("probe", None, "Stage 1: probe every pretrained encoder and a random-init "
                        "one (k-NN and linear probes of the frozen features, on validation).")
   flags.DEFINE_boolean("references", None, "Score the classical semi-supervised reference (label "
