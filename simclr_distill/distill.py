@@ -34,7 +34,7 @@ import tensorflow as tf
 import simclr_distill
 from simclr_distill import augment as augment_lib
 from simclr_distill import checkpointing, fileio, finetune, labelling, losses, matrix, metrics
-from simclr_distill import models, results
+from simclr_distill import models, results, stats
 from simclr_distill import selection as selection_lib
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import pipeline, records
@@ -655,23 +655,16 @@ def predict_test(student: keras.Model, datasets: RunDatasets, teacher) -> pd.Dat
   return frame
 
 
-def _predicted_classes(outputs: np.ndarray) -> np.ndarray:
-  outputs = np.asarray(outputs)
-  return (outputs.reshape(-1) > 0).astype(int) if outputs.shape[-1] == 1 else outputs.argmax(-1)
-
-
 def collapsed_lists(student: keras.Model, datasets: "RunDatasets", frame: pd.DataFrame) -> str:
   """Which of the run's validation and test lists the model gives one class to every example
   of ("val", "test", "val+test", or "" when it separates both): a collapsed model (dead units,
   a constant output) that an F1 alone can hide, e.g. 0.79 on a balanced list of an easy task."""
   lists = []
   if datasets.val_ids:
-    outputs = student.predict(datasets.evaluation(datasets.val_ids).map(lambda x, y: x), verbose=0)
-    if len(datasets.val_ids) > 1 and len(np.unique(_predicted_classes(outputs))) == 1:
+    logits = student.predict(datasets.evaluation(datasets.val_ids).map(lambda x, y: x), verbose=0)
+    if stats.predicts_one_class(logits[:, 0] > 0 if logits.shape[-1] == 1 else logits.argmax(-1)):
       lists.append("val")
-  predicted = (frame["student_pred"].to_numpy() if "student_pred" in frame
-               else (frame["student_prob"].to_numpy() > 0.5).astype(int))
-  if len(predicted) > 1 and len(np.unique(predicted)) == 1:
+  if stats.predicts_one_class(stats.load_predictions_frame(frame)["predicted"]):
     lists.append("test")
   return "+".join(lists)
 

@@ -183,12 +183,15 @@ def probe_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir, 
   settings = settings or dataclasses.asdict(cfg)
   common = dict(data=data, workdir=workdir, arch=cfg.arch, config=probe, preset=preset,
                 code_version=code_version())
-  network = keras.models.load_model(path, compile=False)
-  probe_lib.probe_encoder(network, encoder=cfg.name, encoder_optimizer=cfg.optimizer,
+  probe_lib.probe_encoder(lambda: keras.models.load_model(path, compile=False),
+                          encoder=cfg.name, encoder_optimizer=cfg.optimizer,
                           settings=settings, history=path.parent / "history.csv",
                           global_batch=global_batch, **common)
-  keras.utils.set_random_seed(cfg.seed)
-  random_init = build_simclr_model(cfg.arch, data.image_shape, width=cfg.width)
+
+  def random_init() -> keras.Model:
+    keras.utils.set_random_seed(cfg.seed)
+    return build_simclr_model(cfg.arch, data.image_shape, width=cfg.width)
+
   probe_lib.probe_encoder(random_init, encoder=probe_lib.RANDOM_INIT, encoder_optimizer="",
                           settings={"arch": cfg.arch, "width": cfg.width, "seed": cfg.seed},
                           **common)

@@ -24,7 +24,7 @@ import logging
 import math
 import pathlib
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -138,7 +138,8 @@ def run_id(encoder: str, arch: str, scheme: str, percent: int, settings: dict) -
   return f"pretrain-{arch}-{encoder}-{scheme}-{percent}-{digest}"
 
 
-def probe_encoder(network: keras.Model, data: records.PreparedData, workdir: str | pathlib.Path, *,
+def probe_encoder(network: keras.Model | Callable[[], keras.Model], data: records.PreparedData,
+                  workdir: str | pathlib.Path, *,
                   encoder: str, encoder_optimizer: str, arch: str, settings: dict,
                   config: ProbeConfig = ProbeConfig(), history: pathlib.Path | None = None,
                   global_batch: int = 0, preset: str = "", code_version: str = "") -> list[dict]:
@@ -146,7 +147,9 @@ def probe_encoder(network: keras.Model, data: records.PreparedData, workdir: str
   validation predictions per pair (skipping pairs already done); returns the rows.
 
   Args:
-    network: a stage-1 network (or a random-init one of the same architecture).
+    network: a stage-1 network (or a random-init one of the same architecture), or a function
+      that loads or builds it: called only when some pair is not probed yet, so a rerun with
+      nothing to do loads nothing.
     data: the prepared data (its split lists; the test lists are never read).
     workdir: rows go to `<workdir>/runs/<run_id>/`.
     encoder, encoder_optimizer, arch: the row's encoder columns.
@@ -159,8 +162,9 @@ def probe_encoder(network: keras.Model, data: records.PreparedData, workdir: str
   schemes = [s for s in (config.schemes or data.schemes) if s in data.schemes]
   key = {**settings, "probe": dataclasses.asdict(config), "data": data.fingerprint()}
   todo = []
+  split_lists = {scheme: data.splits(scheme) for scheme in schemes}  # Read once per scheme.
   for scheme in schemes:
-    lists = data.splits(scheme)
+    lists = split_lists[scheme]
     val_names = sorted((n for n in lists if n.startswith("val_")), key=lambda n: int(n[4:]))
     if not val_names:
       continue
@@ -172,9 +176,11 @@ def probe_encoder(network: keras.Model, data: records.PreparedData, workdir: str
           todo.append((scheme, pct, evaluation, rid))
   if not todo:
     return []
+  if not isinstance(network, keras.Model):
+    network = network()
   wanted = set()
   for scheme, pct, evaluation, _ in todo:
-    lists = data.splits(scheme)
+    lists = split_lists[scheme]
     wanted.update(_subset(lists[f"train_{pct}"], config.max_examples))
     wanted.update(_subset(lists[evaluation], config.max_examples))
   ids, feats, labels = features(network, data, sorted(wanted), config.layer)
@@ -183,7 +189,7 @@ def probe_encoder(network: keras.Model, data: records.PreparedData, workdir: str
   loss = _final_loss(history) if history is not None else float("nan")
   chance = math.log(2 * global_batch - 1) if global_batch > 1 else float("nan")
   for scheme, pct, evaluation, rid in todo:
-    lists = data.splits(scheme)
+    lists = split_lists[scheme]
     label = labels[f"label_{scheme}"]
     train = [row_of[i] for i in _subset(lists[f"train_{pct}"], config.max_examples)]
     held = _subset(lists[evaluation], config.max_examples)

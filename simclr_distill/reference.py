@@ -25,9 +25,10 @@ import time
 
 import numpy as np
 import pandas as pd
+import scipy.special
 import tensorflow as tf
 
-from simclr_distill import fileio, results
+from simclr_distill import fileio, results, stats
 from simclr_distill.data import records
 from simclr_distill.data import splits as splits_lib
 
@@ -143,8 +144,7 @@ def label_spreading(data: records.PreparedData, workdir: str | pathlib.Path, *, 
   if task == "binary":
     column = list(model.classes_).index(1)
     frame["student_prob"] = probs[:, column]
-    frame["student_logit"] = np.log(np.clip(probs[:, column], 1e-12, 1)) - np.log(
-        np.clip(1 - probs[:, column], 1e-12, 1))
+    frame["student_logit"] = scipy.special.logit(np.clip(probs[:, column], 1e-12, 1 - 1e-12))
     frame["teacher_prob"] = np.nan
   else:
     full = np.zeros((len(frame), data.num_classes))
@@ -166,8 +166,8 @@ def label_spreading(data: records.PreparedData, workdir: str | pathlib.Path, *, 
          "loss_kind": "", "train_examples": len(train_ids), "test_examples": len(frame),
          "dataset": data.fingerprint(), "preset": preset, "code_version": code_version(),
          **score(frame, task)}
-  row["collapsed"] = "test" if frame.get("student_prob", frame.get("student_pred")).pipe(
-      lambda v: (v > 0.5 if task == "binary" else v).nunique() == 1) else ""
+  row["collapsed"] = "test" if stats.predicts_one_class(
+      stats.load_predictions_frame(frame)["predicted"]) else ""
   row["wall_seconds"] = time.perf_counter() - start
   row["finished_at"] = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
   results.write_row(workdir, row)

@@ -205,6 +205,13 @@ def load_predictions(run_dir: str | pathlib.Path) -> pd.DataFrame:
   return load_predictions_frame(pd.read_parquet(path))
 
 
+def predicts_one_class(predicted) -> bool:
+  """Whether predicted labels give every example of a list (two or more) the same class: a
+  collapsed model."""
+  predicted = np.asarray(predicted).reshape(-1)
+  return predicted.size > 1 and np.unique(predicted).size == 1
+
+
 def load_predictions_frame(frame: pd.DataFrame) -> pd.DataFrame:
   """A predictions frame with its `predicted` label column added: the multiclass
   `student_pred`, or `student_prob` > 0.5 (as `metrics.binary_metrics` thresholds)."""
@@ -461,11 +468,19 @@ def study_comparisons(table: pd.DataFrame, reader: Callable[[pd.Series], pd.Data
                       metric: str = "f1", **kwargs) -> pd.DataFrame:
   """Every question of `study_questions` answered: one row per comparison (see
   `Comparison.row`), in the questions' order. Empty when nothing compares."""
+  read: dict[tuple, pd.DataFrame] = {}
+
+  def cached(row) -> pd.DataFrame:  # A run takes part in several comparisons: read it once.
+    key = (row.get("stage"), row["run_id"])
+    if key not in read:
+      read[key] = reader(row)
+    return read[key]
+
   rows = []
   for labeling, pct, q in study_questions(table):
     if q.rows_a.empty or q.rows_b.empty:
       continue
-    interval, pairing = compare_runs(q.rows_a, q.rows_b, reader, pair_on=q.pair_on,
+    interval, pairing = compare_runs(q.rows_a, q.rows_b, cached, pair_on=q.pair_on,
                                      metric=q.metric or metric, **kwargs)
     rows.append(Comparison(q.question, labeling, pct, q.a, q.b, q.metric or metric, interval,
                            pairing).row())

@@ -193,9 +193,7 @@ def load_model_file(path: str | pathlib.Path, *, safe_mode: bool = True) -> kera
 
 def detect_output_kind(model: keras.Model) -> str:
   """"probabilities" if the last layer ends in sigmoid/softmax, "logits" if linear, else "auto"."""
-  layer = model.layers[-1] if getattr(model, "layers", None) else None
-  while isinstance(layer, keras.Model) and getattr(layer, "layers", None):
-    layer = layer.layers[-1]
+  layer = _final_layer(model)
   if isinstance(layer, keras.layers.Softmax):
     return "probabilities"
   name = _activation_name(layer)
@@ -355,6 +353,14 @@ def _activation_name(layer) -> str:
   return getattr(getattr(layer, "activation", None), "__name__", "")
 
 
+def _final_layer(model):
+  """The layer that makes a model's output, inside nested models too (None if it has none)."""
+  layer = model.layers[-1] if getattr(model, "layers", None) else None
+  while isinstance(layer, keras.Model) and getattr(layer, "layers", None):
+    layer = layer.layers[-1]
+  return layer
+
+
 def skip_final_activation(model: keras.Model) -> keras.Model | None:
   """The same network without its final sigmoid/softmax, so it outputs exact logits; None
   where that cannot be done (a SavedModel wrapper, or a last layer of another kind).
@@ -366,9 +372,7 @@ def skip_final_activation(model: keras.Model) -> keras.Model | None:
   last = model.layers[-1] if getattr(model, "layers", None) else None
   if isinstance(last, keras.layers.Softmax):
     return keras.Model(model.inputs, last.input, name=model.name)
-  owner = last
-  while isinstance(owner, keras.Model) and getattr(owner, "layers", None):
-    owner = owner.layers[-1]  # A nested model: its own last layer holds the activation.
+  owner = _final_layer(model)
   if _activation_name(owner) in ("sigmoid", "softmax"):
     owner.activation = keras.activations.linear
     return model

@@ -63,12 +63,11 @@ def load_comparisons(paths: Sequence[str | pathlib.Path]) -> tuple[pd.DataFrame,
       continue  # A results table holds no predictions to resample.
     try:
       saved = path / stats.COMPARISONS_CSV
-      table = results.read_rows([path])
       if saved.is_file() and saved.stat().st_mtime >= max(
           (p.stat().st_mtime for p in path.glob(f"{results.RUNS}/*/{results.ROW_FILE}")), default=0):
         frame = pd.read_csv(saved)
-      else:
-        frame = stats.study_comparisons(table, stats.workdir_reader(path))
+      else:  # Older than some row (or missing): answered again from the saved predictions.
+        frame = stats.study_comparisons(results.read_rows([path]), stats.workdir_reader(path))
     except (FileNotFoundError, ValueError, OSError) as e:
       messages.append(f"no paired comparisons for {path}: {e}")
       continue
