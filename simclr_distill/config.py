@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Mapping
 
 PROTOCOLS = ("holdout", "original")
@@ -54,6 +55,14 @@ def _check_choices(name: str, values: tuple, choices: tuple) -> None:
   _check(len(values) > 0, f"{name} is empty; give at least one of {', '.join(map(str, choices))}")
   for v in values:
     _check_choice(name, v, choices)
+
+
+# What model selection and early stopping can monitor: the validation metrics every run logs
+# (val_auc: binary task; val_accuracy: multiclass) and those only a distillation run logs
+# (DISTILL_MONITORS: a baseline has no teacher to agree with).
+MONITORS = ("val_label_loss", "val_loss", "val_auc", "val_accuracy", "val_distill_loss",
+            "val_agreement", "val_kl")
+DISTILL_MONITORS = ("val_distill_loss", "val_agreement", "val_kl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +155,8 @@ class TeacherConfig:
 
   def __post_init__(self):
     _check_choices("teacher.modes", self.modes, TEACHER_MODES)
-    _check(self.mixup >= 0, f"teacher.mixup={self.mixup} must be >= 0 (0 turns mixup off)")
+    _check(math.isfinite(self.mixup) and self.mixup >= 0,
+           f"teacher.mixup={self.mixup} must be >= 0 and finite (0 turns mixup off)")
     _check(self.mixup == 0 or "consistent" in self.modes,
            "teacher.mixup applies to consistent teaching (function matching), where the teacher "
            "sees the mixed batch; add consistent to --teacher_mode or set --mixup=0")
@@ -223,7 +233,8 @@ class LossConfig:
 
   def __post_init__(self):
     _check_choice("loss.kind", self.kind, LOSS_KINDS)
-    _check(self.temperature > 0, f"loss.temperature={self.temperature} must be > 0")
+    _check(math.isfinite(self.temperature) and self.temperature > 0,
+           f"loss.temperature={self.temperature} must be > 0 and finite")
     _check(0.0 <= self.alpha <= 1.0, f"loss.alpha={self.alpha} must be in [0, 1]")
 
 
@@ -328,10 +339,11 @@ class TrainConfig:
   def __post_init__(self):
     _check_choices("train.optimizers", self.optimizers, OPTIMIZERS)
     for lr in self.learning_rates:
-      _check(lr > 0, f"train.learning_rates holds {lr}; each must be > 0")
+      _check(math.isfinite(lr) and lr > 0, f"train.learning_rates holds {lr}; each must be > 0 "
+             "and finite")
     for name in ("adam_learning_rate", "sgd_learning_rate"):
       value = getattr(self, name)
-      _check(value > 0, f"train.{name}={value} must be > 0")
+      _check(math.isfinite(value) and value > 0, f"train.{name}={value} must be > 0 and finite")
     _check_choice("train.schedule", self.schedule, SCHEDULES)
     _check(self.warmup_epochs >= 0, f"train.warmup_epochs={self.warmup_epochs} must be >= 0")
     _check(self.warmup_epochs == 0 or self.schedule == "cosine",
@@ -345,7 +357,7 @@ class TrainConfig:
       _check(e >= 1, f"train.epochs holds {e}; each must be >= 1")
       _check(self.schedule != "cosine" or self.warmup_epochs < e,
              f"train.warmup_epochs={self.warmup_epochs} leaves nothing of a {e}-epoch run to decay")
-    _check(bool(self.monitor), "train.monitor is empty; e.g. val_label_loss")
+    _check_choice("train.monitor (--monitor)", self.monitor, MONITORS)
     _check(self.patience >= 0, f"train.patience={self.patience} must be >= 0 (0: never stop)")
     _check_choice("train.select", self.select, SELECTIONS)
     _check(len(self.seeds) > 0, "train.seeds is empty; give at least one seed")
@@ -354,8 +366,9 @@ class TrainConfig:
     _check(self.reuse_models >= 0, f"train.reuse_models={self.reuse_models} must be >= 0 (0: never)")
     _check(self.checkpoint_steps >= 0,
            f"train.checkpoint_steps={self.checkpoint_steps} must be >= 0 (0: not by count)")
-    _check(self.checkpoint_minutes >= 0,
-           f"train.checkpoint_minutes={self.checkpoint_minutes} must be >= 0 (0: not by time)")
+    _check(math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
+           f"train.checkpoint_minutes={self.checkpoint_minutes} must be >= 0 and finite (0: not "
+           "by time)")
 
   def learning_rates_for(self, optimizer: str) -> tuple[float, ...]:
     return self.learning_rates or (getattr(self, f"{optimizer}_learning_rate"),)
@@ -379,6 +392,8 @@ class DistillConfig:
     pool_balance: "teacher" resamples the holdout pool so each class of the teacher's hard
       labels is equally frequent, as the study balanced its labelled data (the natural pool
       is 2-6% positive for BigEarthNet, the test lists 50%); "none" streams it as it is.
+    retrain_stale: retrain the finished runs whose inputs (split lists, data, teacher, label
+      cache) changed since they finished; False refuses to go on and names them.
   """
 
   preset: str = "demo"
@@ -391,6 +406,7 @@ class DistillConfig:
   num_shards: int = 1
   only: str = ""
   pool_balance: str = "teacher"
+  retrain_stale: bool = False
   data: DataConfig = DataConfig()
   teacher: TeacherConfig = TeacherConfig()
   student: StudentConfig = StudentConfig()
@@ -416,6 +432,9 @@ class DistillConfig:
     _check(self.teacher.mixup == 0 or not any(self.loss.alphas),
            "mixup mixes the images, so their ground-truth labels no longer apply: use --alpha=0 "
            "with --mixup")
+    _check(self.train.monitor != ("val_auc" if self.data.task == "multiclass" else "val_accuracy"),
+           f"--monitor={self.train.monitor} is not logged for the {self.data.task} task; use "
+           f"{'val_accuracy' if self.data.task == 'multiclass' else 'val_auc'} or val_label_loss")
     _check(not self.student.classes or self.data.task == "multiclass",
            "student.classes (--student_classes) needs --task=multiclass: it keeps the pool's "
            "examples of those classes")

@@ -34,7 +34,7 @@ import tensorflow as tf
 import simclr_distill
 from simclr_distill import augment as augment_lib
 from simclr_distill import checkpointing, fileio, finetune, labelling, losses, matrix, metrics
-from simclr_distill import models, results, stats
+from simclr_distill import models, provenance, results, stats
 from simclr_distill import selection as selection_lib
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import pipeline, records
@@ -326,7 +326,7 @@ class RunContext:
                imagenet_dir: str | None = None, precision: str = "float32",
                jit_compile: bool = False, reuse_models: int = 2,
                checkpoint: checkpointing.CheckpointPolicy = checkpointing.CheckpointPolicy(),
-               fold_batchnorm: bool = True):
+               fold_batchnorm: bool = True, retrain_stale: bool = False):
     self.workdir = pathlib.Path(workdir)
     self.data, self.strategy = data, strategy
     # False on the non-chief workers of a multi-worker cluster: they train in lockstep with
@@ -348,6 +348,21 @@ class RunContext:
     self.reuse_models = reuse_models
     self.checkpoint = checkpoint  # When runs checkpoint within an epoch.
     self._warm: collections.OrderedDict[tuple, Distiller] = collections.OrderedDict()
+    # Finished runs whose inputs changed are retrained (True) or refused (False).
+    self.retrain_stale = retrain_stale
+    self._split_digests: dict[str, str] | None = None
+    self._data_digest: str | None = None
+
+  def split_digests(self) -> dict[str, str]:
+    """Digests of every split list of every scheme (read once per invocation)."""
+    if self._split_digests is None:
+      self._split_digests = provenance.split_digests(self.data, self.data.schemes)
+    return self._split_digests
+
+  def data_digest(self) -> str:
+    if self._data_digest is None:
+      self._data_digest = provenance.data_digest(self.data.root, self.data.shards)
+    return self._data_digest
 
   def take_warm(self, key: tuple | None) -> "Distiller | None":
     """Removes and returns a kept model for `key`, if any."""
@@ -843,9 +858,16 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   offline = distilling and run.teacher_mode in ("offline", "fixed")
   if offline or (distilling and run.pool_balance == "teacher"):
     cached = labelling.load_teacher_logits(ctx.labels_dir, run.teacher)
+  inputs = provenance.run_inputs(run, ctx)  # What this run reads, as it starts.
   datasets = RunDatasets(run, ctx, cached, teacher_in_targets=offline)
   num_outputs = ctx.num_outputs(run.task)
   steps = datasets.steps_per_epoch()
+  if datasets.global_batch() > len(datasets.train_ids):
+    log.warning("%s: the global batch (%d) is larger than the training set (%d examples), so "
+                "every step repeats each example about %d times and costs as much; lower "
+                "--batch_size to at most %d", run.run_id, datasets.global_batch(),
+                len(datasets.train_ids), datasets.global_batch() // len(datasets.train_ids),
+                len(datasets.train_ids) // ctx.replicas or 1)
   distiller, student, teacher, key = build_run_model(run, ctx, steps, offline=offline)
   checkpoint = checkpointing.StepCheckpoint(
       run_dir, lambda: checkpointing.training_variables(distiller, student), ctx.checkpoint,
@@ -936,19 +958,23 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
       with fileio.atomic_path(run_dir / CHECKPOINT, suffix=".keras") as tmp:
         student.save(tmp)
       fileio.atomic_write(run_dir / PREDICTIONS, lambda tmp: frame.to_parquet(tmp, index=False))
-    row["checkpoint"] = str(run_dir / CHECKPOINT)
+    row["checkpoint"] = f"{results.RUNS}/{run.run_id}/{CHECKPOINT}"  # Relative to the workdir.
   if ctx.is_writer:
     fileio.write_json(run_dir / CONFIG, {"run": run.settings(), "run_id": run.run_id,
-                                         "replicas": ctx.replicas, "data_dir": str(ctx.data.root),
+                                         "replicas": ctx.replicas,
+                                         "data_dir": fileio.relative_to(ctx.data.root, ctx.workdir),
                                          "image_shape": list(ctx.data.image_shape),
                                          "preprocessing": ctx.data.manifest.get("transform", "")})
   row["wall_seconds"] = time.perf_counter() - start
   row["finished_at"] = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
   if ctx.is_writer:
-    results.write_row(ctx.workdir, row)
+    results.write_row(ctx.workdir, {**row, provenance.KEY: provenance.record(
+        inputs, run_dir, (CHECKPOINT, PREDICTIONS), row["code_version"])})
   # Only now: a kill before the row leaves the state a rerun needs to finish identically.
   checkpoint.delete()
   if ctx.is_writer:
     shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
   ctx.keep_warm(key, distiller)
+  if row.get("checkpoint"):  # On disk relative to the workdir; in this process, where it is.
+    row["checkpoint"] = str(run_dir / CHECKPOINT)
   return row

@@ -80,13 +80,29 @@ def write_text(path: str | os.PathLike, text: str) -> None:
   atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def read_json(path: str | os.PathLike) -> Any:
-  """Reads JSON, with an error that names the file when it is not valid JSON."""
+def read_json(path: str | os.PathLike, remedy: str = "delete it to have it rebuilt") -> Any:
+  """Reads JSON, with an error that names the file when it is not valid JSON (empty, cut
+  short, binary).
+
+  Args:
+    path: the file.
+    remedy: what the error tells the user to do.
+
+  Raises:
+    ValueError: naming the file, what is wrong and `remedy`.
+  """
   path = pathlib.Path(path)
   try:
-    return json.loads(path.read_text())
+    text = path.read_text()
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON (not UTF-8 text: {e.reason} at byte "
+                     f"{e.start}); {remedy}") from None
+  if not text.strip():
+    raise ValueError(f"{path} is empty, not JSON ({len(text)} bytes); {remedy}")
+  try:
+    return json.loads(text)
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}); delete it to have it rebuilt") from e
+    raise ValueError(f"{path} is not valid JSON ({e}); {remedy}") from e
 
 
 @contextlib.contextmanager
@@ -158,3 +174,50 @@ def align_history(history: str | os.PathLike, epochs_done: int | None) -> None:
   lines = history.read_text().splitlines(keepends=True)
   kept = lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) < epochs_done]
   write_text(history, "".join(kept))
+
+
+def relative_to(path: str | os.PathLike, root: str | os.PathLike) -> str:
+  """`path` relative to `root` when it lies inside it (what a workdir records, so a copied or
+  moved workdir still points at its own files), else absolute."""
+  path, root = pathlib.Path(path).absolute(), pathlib.Path(root).absolute()
+  try:
+    return str(path.relative_to(root))
+  except ValueError:
+    return str(path)
+
+
+def check_writable(path: str | os.PathLike, *, directory: bool = True,
+                   flag: str | None = None, example: str = "output") -> None:
+  """Checks, creating nothing, that `path` can be written: as a directory (made if missing)
+  or, with `directory=False`, as a file. A command calls it before any work, so a path it
+  cannot use stops it at once, not after hours or halfway through writing.
+
+  Args:
+    path: the output directory or file.
+    directory: whether `path` is a directory (else a file).
+    flag: the flag that gave `path`, named in the message.
+    example: a file name the message suggests when a file path names a directory.
+
+  Raises:
+    ValueError: "cannot write <path>: <reason>; <what to do>".
+  """
+  path = pathlib.Path(path)
+  given = f"{flag}={path}" if flag else str(path)
+  other = f"give another {flag}" if flag else "choose another path"
+  if directory and path.exists() and not path.is_dir():
+    raise ValueError(f"cannot write {path}: it is a file, and {given} must be a directory "
+                     f"(created if missing); {other}, or move the file away")
+  if not directory and path.is_dir():
+    raise ValueError(f"cannot write {path}: it is a directory, and {given} must be a file; "
+                     f"give a file name, e.g. {path / example}")
+  existing = path if path.is_dir() else path.parent
+  while not existing.exists() and existing != existing.parent:
+    existing = existing.parent
+  if not existing.is_dir():
+    raise ValueError(f"cannot write {path}: {existing} is a file, not a directory; {other}, or "
+                     "move the file away")
+  try:  # A real write: permission bits say nothing to root, nor about read-only mounts.
+    os.rmdir(tempfile.mkdtemp(prefix=".write-check.", dir=existing))
+  except OSError as e:
+    raise ValueError(f"cannot write {path}: {e.strerror} (in {existing}); make {existing} "
+                     f"writable, or {other}") from None

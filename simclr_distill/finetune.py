@@ -31,7 +31,7 @@ from typing import Sequence
 
 import keras
 
-from simclr_distill import config as config_lib, fileio, pretrain
+from simclr_distill import config as config_lib, fileio, pretrain, provenance
 from simclr_distill import teachers as teachers_lib
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,19 @@ class FinetuneConfig:
   seeds: tuple[int, ...] = (0,)
 
   def __post_init__(self):
+    import math
+
     object.__setattr__(self, "freeze", parse_freeze(self.freeze))
-    config_lib._check(self.learning_rate > 0, f"finetune.learning_rate={self.learning_rate} must be > 0")
+    config_lib._check(math.isfinite(self.learning_rate) and self.learning_rate > 0,
+                      f"finetune.learning_rate={self.learning_rate} must be > 0 and finite")
     config_lib._check(self.batch_size >= 1, "finetune.batch_size must be >= 1")
     config_lib._check(self.epochs >= 1, "finetune.epochs must be >= 1")
     config_lib._check(self.min_steps_per_epoch >= 0, "finetune.min_steps_per_epoch must be >= 0")
     config_lib._check(self.patience >= 1, "finetune.patience must be >= 1")
+    config_lib._check(self.monitor in config_lib.MONITORS
+                      and self.monitor not in config_lib.DISTILL_MONITORS,
+                      f"finetune.monitor (--finetune_monitor)={self.monitor!r} is not one of "
+                      f"{', '.join(m for m in config_lib.MONITORS if m not in config_lib.DISTILL_MONITORS)}")
     config_lib._check(0.0 <= self.dropout < 1.0, f"finetune.dropout={self.dropout} must be in [0, 1)")
     config_lib._check(len(self.seeds) > 0, "finetune.seeds is empty; give at least one seed")
 
@@ -262,7 +269,10 @@ def publish_teacher(zoo_dir: str | pathlib.Path, run, row: dict, checkpoint: pat
       teacher_id=tid, encoder=run.encoder, encoder_optimizer=run.encoder_optimizer,
       labeling=run.labeling, split_percent=run.split_percent, path=f"{tid}.keras",
       output="logits", arch=run.arch, provenance={
-          "source_run": run.run_id, "pretrain_checkpoint": encoder.checkpoint or "",
+          "source_run": run.run_id, "digest": provenance.file_digest(zoo_dir / f"{tid}.keras"),
+          # Relative to the zoo's parent (the study's workdir), so a moved workdir stays whole.
+          "pretrain_checkpoint": fileio.relative_to(encoder.checkpoint, zoo_dir.parent)
+                                 if encoder.checkpoint else "",
           "pretrain_digest": run.encoder_digest,
           "freeze": run.freeze, "seed": str(run.seed), "best_epoch": str(row.get("best_epoch", "")),
           "test_f1": f"{row.get('f1', float('nan')):.4f}", "code_version": row.get("code_version", ""),

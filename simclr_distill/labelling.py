@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from simclr_distill import fileio
+from simclr_distill import fileio, provenance
 from simclr_distill.data import records
 from simclr_distill.teachers import Teacher, TeacherEntry, combine_logits
 
@@ -36,21 +36,23 @@ def _part_path(directory: pathlib.Path, shard: str) -> pathlib.Path:
   return directory / (pathlib.Path(shard).stem + ".parquet")
 
 
-def _cache_key(teacher: Teacher, checkpoint: pathlib.Path, data: records.PreparedData) -> dict:
-  stat = checkpoint.stat()
-  return {"teacher_id": teacher.entry.teacher_id, "checkpoint": str(checkpoint),
-          "checkpoint_size": stat.st_size, "checkpoint_mtime": stat.st_mtime,
-          "output": teacher.output, "logits": teacher.logits_source, "data": data.fingerprint()}
+def _cache_key(entry: TeacherEntry, checkpoint: pathlib.Path, data: records.PreparedData) -> dict:
+  """What a cache was made from: the teacher's content digest (not its path or time, so a
+  copied or moved workdir keeps its caches), its declared output and the data's digest."""
+  return {"teacher_id": entry.teacher_id, "checkpoint_digest": provenance.file_digest(checkpoint),
+          "declared_output": entry.output, "data": data.fingerprint(),
+          "data_digest": provenance.data_digest(data.root, data.shards)}
 
 
-def is_labelled(labels_dir, teacher: Teacher, checkpoint: pathlib.Path,
+def is_labelled(labels_dir, entry: TeacherEntry, checkpoint: pathlib.Path,
                 data: records.PreparedData) -> bool:
-  """True when the cache is complete and was made by this checkpoint on this data."""
-  marker = cache_dir(labels_dir, teacher.entry.teacher_id) / COMPLETE
-  if not marker.is_file():
+  """True when the cache is complete and was made by this checkpoint's contents on this data
+  (checked without loading the teacher)."""
+  marker = cache_dir(labels_dir, entry.teacher_id) / COMPLETE
+  if not marker.is_file() or not checkpoint.exists():  # A missing teacher is named as it loads.
     return False
   done = fileio.read_json(marker)
-  return all(done.get(k) == v for k, v in _cache_key(teacher, checkpoint, data).items())
+  return all(done.get(k) == v for k, v in _cache_key(entry, checkpoint, data).items())
 
 
 def label_with_teacher(teacher: Teacher, checkpoint: pathlib.Path, data: records.PreparedData,
@@ -71,9 +73,10 @@ def label_with_teacher(teacher: Teacher, checkpoint: pathlib.Path, data: records
     ValueError: if the teacher gives NaN/inf logits (the part is not written).
   """
   directory = cache_dir(labels_dir, teacher.entry.teacher_id)
-  if is_labelled(labels_dir, teacher, checkpoint, data):
+  if is_labelled(labels_dir, teacher.entry, checkpoint, data):
     return directory
-  key = _cache_key(teacher, checkpoint, data)
+  key = {**_cache_key(teacher.entry, checkpoint, data), "output": teacher.output,
+         "logits": teacher.logits_source}
   stale = directory / "_KEY.json"
   if stale.is_file() and fileio.read_json(stale) != key:
     # A different checkpoint or data set wrote these parts: none of them can be trusted.

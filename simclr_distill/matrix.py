@@ -329,20 +329,55 @@ def parse_only(only: str) -> dict[str, set[str]]:
   return filters
 
 
-def select(runs: Iterable[RunSpec], *, only: str = "", shard_index: int = 0,
-           num_shards: int = 1) -> list[RunSpec]:
-  """Filters runs by `--only`, then keeps this shard's share.
+def check_only(only: str, runs: Sequence[RunSpec]) -> None:
+  """Checks that every term of `only` selects some of `runs`.
 
   Raises:
-    ValueError: if `only` names an axis that runs do not have.
+    ValueError: for an unknown axis (the axes are listed), or a value no run has (naming the
+      values the runs have), or terms that select nothing together.
+  """
+  filters = parse_only(only)
+  if not filters:
+    return
+  if not runs:
+    raise ValueError(f"--only={only}: there is no run to select from")
+  axes = sorted(runs[0].axes())
+  unknown = sorted(set(filters) - set(axes))
+  if unknown:
+    raise ValueError(f"--only names unknown axis {', '.join(unknown)}; axes: {', '.join(axes)}")
+  present = {k: sorted({str(r.axes()[k]) for r in runs}) for k in filters}
+  for key, allowed in sorted(filters.items()):
+    absent = sorted(allowed - set(present[key]))
+    if absent:
+      raise ValueError(f"--only={only}: no run has {key}={'|'.join(absent)}; the runs have "
+                       f"{key} in {', '.join(present[key]) or '(no runs)'}")
+  if not [r for r in runs if all(str(r.axes()[k]) in allowed for k, allowed in filters.items())]:
+    raise ValueError(f"--only={only} selects no run: no run has all of these values at once")
+
+
+def select(runs: Iterable[RunSpec], *, only: str = "", shard_index: int = 0,
+           num_shards: int = 1, require_match: bool = True) -> list[RunSpec]:
+  """Filters runs by `--only`, then keeps this shard's share (which may be empty: more shards
+  than runs).
+
+  Args:
+    require_match: an `only` that selects no run is an error (see `check_only`); False when
+      the caller checks it over several matrices (the study's students and baselines).
+
+  Raises:
+    ValueError: if `only` names an axis that runs do not have, or (with `require_match`)
+      selects none of them.
   """
   runs = list(runs)
   filters = parse_only(only)
-  if runs and filters:
-    axes = runs[0].axes()
-    unknown = sorted(set(filters) - set(axes))
-    if unknown:
-      raise ValueError(f"--only names unknown axis {', '.join(unknown)}; axes: {', '.join(sorted(axes))}")
+  if filters:
+    if require_match:
+      check_only(only, runs)
+    elif runs:
+      axes = runs[0].axes()
+      unknown = sorted(set(filters) - set(axes))
+      if unknown:
+        raise ValueError(f"--only names unknown axis {', '.join(unknown)}; axes: {', '.join(sorted(axes))}")
     runs = [r for r in runs
             if all(str(r.axes()[k]) in allowed for k, allowed in filters.items())]
   return runs[shard_index::num_shards]

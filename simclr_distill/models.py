@@ -195,6 +195,12 @@ _register(
 DEFAULT_IMAGENET_DIR = "~/.keras/models"  # Where keras.applications caches downloaded weights.
 
 
+def imagenet_file(arch: str, imagenet_dir: str | None) -> pathlib.Path:
+  """Where the ImageNet weights of a paper architecture are looked for (None: it has none)."""
+  name = ARCHITECTURES.get(arch).imagenet_file
+  return pathlib.Path(imagenet_dir or DEFAULT_IMAGENET_DIR).expanduser() / name if name else None
+
+
 def imagenet_weights_path(arch: str, imagenet_dir: str | None) -> pathlib.Path:
   """The local ImageNet (no-top) weights file of a paper architecture.
 
@@ -207,7 +213,7 @@ def imagenet_weights_path(arch: str, imagenet_dir: str | None) -> pathlib.Path:
     with_weights = [n for n in ARCHITECTURES.names() if ARCHITECTURES.get(n).imagenet_file]
     raise ValueError(f"{arch} has no ImageNet weights; the ImageNet baseline needs one of "
                      f"{', '.join(with_weights)}")
-  path = pathlib.Path(imagenet_dir or DEFAULT_IMAGENET_DIR).expanduser() / spec.imagenet_file
+  path = imagenet_file(arch, imagenet_dir)
   if not path.is_file():
     raise FileNotFoundError(
         f"no ImageNet weights for {arch} at {path}; copy them there (on a machine with internet, "

@@ -17,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import shutil
 import time
 
 import keras
+import pandas as pd
 import tensorflow as tf
 
 from simclr_distill import augment, checkpointing, config as config_lib, contrastive, fileio, models
-from simclr_distill import probe as probe_lib
+from simclr_distill import probe as probe_lib, provenance
 from simclr_distill.data import pipeline, records
 from simclr_distill.data import splits as splits_lib
 
@@ -61,11 +63,15 @@ class PretrainConfig:
   seed: int = 0
 
   def __post_init__(self):
+    import math
+
     config_lib._check_choice("optimizer", self.optimizer, config_lib.OPTIMIZERS)
-    config_lib._check(self.temperature > 0, f"temperature={self.temperature} must be > 0")
+    config_lib._check(math.isfinite(self.temperature) and self.temperature > 0,
+                      f"temperature={self.temperature} must be > 0 and finite")
     config_lib._check(self.batch_size >= 2, "batch_size must be >= 2 (NT-Xent needs negatives)")
     config_lib._check(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
-    config_lib._check(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0")
+    config_lib._check(math.isfinite(self.learning_rate) and self.learning_rate > 0,
+                      f"learning_rate={self.learning_rate} must be > 0 and finite")
     config_lib._check(self.policy in augment.POLICIES,
                       f"pretrain policy {self.policy!r} is not one of "
                       f"{', '.join(augment.POLICIES.names())} (--pretrain_policy)")
@@ -153,7 +159,7 @@ def run_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir: st
                     *, strategy: tf.distribute.Strategy | None = None,
                     checkpoint: checkpointing.CheckpointPolicy = checkpointing.CheckpointPolicy(),
                     probe: probe_lib.ProbeConfig | None = probe_lib.ProbeConfig(), preset: str = "",
-                    ) -> pathlib.Path:
+                    retrain_stale: bool = False) -> pathlib.Path:
   """Pretrains (or resumes, or skips when finished) one encoder; returns its checkpoint path.
 
   The training state is checkpointed per `checkpoint` and at every epoch end in
@@ -161,20 +167,63 @@ def run_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir: st
   `probe` is None, the frozen encoder and a random-init network of the same architecture are
   probed on the validation lists (`probe.probe_encoder`; results rows of stage "pretrain").
 
+  A finished pretraining is reused only while the data and the test lists that shaped its pool
+  are unchanged and its checkpoint matches the digest recorded in its config.json.
+
   Raises:
     ValueError: for an empty pool or an architecture that cannot take the data's input size.
+    provenance.StaleRunsError: for a finished pretraining whose inputs changed (unless
+      `retrain_stale`: it is trained again, the old files kept in `superseded/`).
   """
   strategy = strategy or tf.distribute.get_strategy()
-  path = _pretrain(cfg, data, workdir, strategy, checkpoint)
+  path = _pretrain(cfg, data, workdir, strategy, checkpoint, retrain_stale=retrain_stale)
   if probe is not None and strategy.extended.should_checkpoint:  # The chief writes the rows.
     probe_pretraining(cfg, data, workdir, path, probe, global_batch=cfg.batch_size *
-                      strategy.num_replicas_in_sync, preset=preset)
+                      strategy.num_replicas_in_sync, preset=preset, retrain_stale=retrain_stale)
   return path
+
+
+def _pool_inputs(data: records.PreparedData) -> dict[str, str]:
+  """What the pretraining pool depends on: the data and every scheme's test list."""
+  digests = provenance.split_digests(data, data.schemes)
+  return provenance.inputs_of(data, [k for k in digests if k.endswith("/" + splits_lib.TEST)],
+                              digests)
+
+
+def _reusable_pretraining(out: pathlib.Path, data: records.PreparedData,
+                          retrain_stale: bool) -> bool:
+  """Whether `out` holds a finished pretraining that may be reused (see `run_pretraining`)."""
+  checkpoint_path = out / CHECKPOINT
+  if not checkpoint_path.is_file():
+    return False
+  recorded = fileio.read_json(out / "config.json").get(provenance.KEY) if (
+      out / "config.json").is_file() else None
+  if recorded is None:
+    return True  # Finished before pretraining recorded its inputs: not verifiable.
+  before, now = recorded["inputs"], _pool_inputs(data)
+  changed = [provenance.describe(k) + " changed" for k in sorted(before) if now.get(k) != before[k]]
+  corrupt = provenance.file_digest(checkpoint_path) != recorded["outputs"].get(CHECKPOINT)
+  if not changed and not corrupt:
+    return True
+  if changed and not retrain_stale:
+    raise provenance.StaleRunsError(provenance.stale_message(
+        out.parent.parent, [provenance.Verdict(f"pretrain/{out.name}", "stale", tuple(changed))],
+        "--retrain_stale", kept=f"pretrain/{out.name}/{provenance.SUPERSEDED}/"))
+  why = "; ".join(changed) or f"{CHECKPOINT} does not match its recorded digest"
+  stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S.%fZ")
+  target = out / provenance.SUPERSEDED / stamp
+  target.mkdir(parents=True)
+  for p in sorted(out.iterdir(), key=lambda p: p.name != CHECKPOINT):
+    if p.name != provenance.SUPERSEDED:
+      shutil.move(str(p), str(target / p.name))
+  log.warning("pretraining %s: %s; it is trained again (its old files are in %s)", out.name, why,
+              target)
+  return False
 
 
 def probe_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir, path: pathlib.Path,
                       probe: probe_lib.ProbeConfig, *, global_batch: int, preset: str = "",
-                      settings: dict | None = None) -> None:
+                      settings: dict | None = None, retrain_stale: bool = False) -> None:
   """The probes of a pretrained encoder and of a random-init network of its architecture (the
   latter once per architecture, width and seed), each skipped when done. `settings` identify
   the encoder (default: its pretraining config)."""
@@ -182,7 +231,7 @@ def probe_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir, 
 
   settings = settings or dataclasses.asdict(cfg)
   common = dict(data=data, workdir=workdir, arch=cfg.arch, config=probe, preset=preset,
-                code_version=code_version())
+                code_version=code_version(), retrain_stale=retrain_stale)
   probe_lib.probe_encoder(lambda: keras.models.load_model(path, compile=False),
                           encoder=cfg.name, encoder_optimizer=cfg.optimizer,
                           settings=settings, history=path.parent / "history.csv",
@@ -199,10 +248,10 @@ def probe_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir, 
 
 def _pretrain(cfg: PretrainConfig, data: records.PreparedData, workdir: str | pathlib.Path,
               strategy: tf.distribute.Strategy, checkpoint: checkpointing.CheckpointPolicy,
-              ) -> pathlib.Path:
+              retrain_stale: bool = False) -> pathlib.Path:
   out = pathlib.Path(workdir) / "pretrain" / cfg.name
   checkpoint_path = out / CHECKPOINT
-  if checkpoint_path.is_file():
+  if _reusable_pretraining(out, data, retrain_stale):
     return checkpoint_path
   out.mkdir(parents=True, exist_ok=True)
   ids = pretraining_pool(data)
@@ -248,6 +297,10 @@ def _pretrain(cfg: PretrainConfig, data: records.PreparedData, workdir: str | pa
                      f"then delete {out} to restart")
   with fileio.atomic_path(checkpoint_path, suffix=".keras") as tmp:
     network.save(tmp)
+  if writer:  # What it was trained on, and the digest of what it wrote (see run_pretraining).
+    settings = fileio.read_json(out / "config.json")
+    fileio.write_json(out / "config.json", {**settings, provenance.KEY: {
+        "inputs": _pool_inputs(data), "outputs": {CHECKPOINT: provenance.file_digest(checkpoint_path)}}})
   state.delete()
   log.info("pretrained %s on %d examples in %.0f s -> %s", cfg.name, len(ids),
            time.perf_counter() - start, checkpoint_path)

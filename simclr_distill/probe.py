@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from simclr_distill import fileio, results
+from simclr_distill import fileio, provenance, results
 from simclr_distill.data import records
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,8 @@ def probe_encoder(network: keras.Model | Callable[[], keras.Model], data: record
                   workdir: str | pathlib.Path, *,
                   encoder: str, encoder_optimizer: str, arch: str, settings: dict,
                   config: ProbeConfig = ProbeConfig(), history: pathlib.Path | None = None,
-                  global_batch: int = 0, preset: str = "", code_version: str = "") -> list[dict]:
+                  global_batch: int = 0, preset: str = "", code_version: str = "",
+                  retrain_stale: bool = False) -> list[dict]:
   """Probes one network on every (scheme, split) of `config`, writing a results row and the
   validation predictions per pair (skipping pairs already done); returns the rows.
 
@@ -157,12 +158,15 @@ def probe_encoder(network: keras.Model | Callable[[], keras.Model], data: record
     config: the probe settings.
     history: the pretraining's history.csv (its last loss goes in the rows).
     global_batch: the pretraining's global batch (for the chance-level NT-Xent).
+    retrain_stale: probe again a pair whose split lists changed since it was probed (else
+      `provenance.StaleRunsError`).
   """
   start = time.perf_counter()
   schemes = [s for s in (config.schemes or data.schemes) if s in data.schemes]
   key = {**settings, "probe": dataclasses.asdict(config), "data": data.fingerprint()}
   todo = []
   split_lists = {scheme: data.splits(scheme) for scheme in schemes}  # Read once per scheme.
+  digests = provenance.split_digests(data, data.schemes)
   for scheme in schemes:
     lists = split_lists[scheme]
     val_names = sorted((n for n in lists if n.startswith("val_")), key=lambda n: int(n[4:]))
@@ -172,14 +176,16 @@ def probe_encoder(network: keras.Model | Callable[[], keras.Model], data: record
     for pct in config.split_percents:
       if f"train_{pct}" in lists:
         rid = run_id(encoder, arch, scheme, pct, {**key, "scheme": scheme, "percent": pct})
-        if not results.is_done(workdir, rid):
-          todo.append((scheme, pct, evaluation, rid))
+        inputs = provenance.inputs_of(
+            data, [f"splits/{scheme}/train_{pct}", f"splits/{scheme}/{evaluation}"], digests)
+        if not provenance.reusable(workdir, rid, inputs, retrain_stale=retrain_stale):
+          todo.append((scheme, pct, evaluation, rid, inputs))
   if not todo:
     return []
   if not isinstance(network, keras.Model):
     network = network()
   wanted = set()
-  for scheme, pct, evaluation, _ in todo:
+  for scheme, pct, evaluation, _, _ in todo:
     lists = split_lists[scheme]
     wanted.update(_subset(lists[f"train_{pct}"], config.max_examples))
     wanted.update(_subset(lists[evaluation], config.max_examples))
@@ -188,7 +194,7 @@ def probe_encoder(network: keras.Model | Callable[[], keras.Model], data: record
   rows = []
   loss = _final_loss(history) if history is not None else float("nan")
   chance = math.log(2 * global_batch - 1) if global_batch > 1 else float("nan")
-  for scheme, pct, evaluation, rid in todo:
+  for scheme, pct, evaluation, rid, inputs in todo:
     lists = split_lists[scheme]
     label = labels[f"label_{scheme}"]
     train = [row_of[i] for i in _subset(lists[f"train_{pct}"], config.max_examples)]
@@ -214,7 +220,8 @@ def probe_encoder(network: keras.Model | Callable[[], keras.Model], data: record
         "code_version": code_version, "wall_seconds": time.perf_counter() - start,
         "finished_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
     }
-    results.write_row(workdir, row)
+    results.write_row(workdir, {**row, provenance.KEY: provenance.record(
+        inputs, run_dir, (PREDICTIONS,), code_version)})
     rows.append(row)
     log.info("probe of %s on %s %d%% (%s): k-NN %.3f, linear %.3f on %d %s examples", encoder,
              scheme, pct, config.layer, scores["knn_accuracy"], scores["linear_accuracy"],

@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.special
 import tensorflow as tf
 
-from simclr_distill import fileio, results, stats
+from simclr_distill import fileio, provenance, results, stats
 from simclr_distill.data import records
 from simclr_distill.data import splits as splits_lib
 
@@ -100,12 +100,15 @@ def run_id(settings: dict) -> str:
 
 def label_spreading(data: records.PreparedData, workdir: str | pathlib.Path, *, scheme: str,
                     percent: int, task: str = "binary",
-                    config: ReferenceConfig = ReferenceConfig(), preset: str = "") -> dict:
+                    config: ReferenceConfig = ReferenceConfig(), preset: str = "",
+                    retrain_stale: bool = False) -> dict:
   """Label spreading for one scheme and split; writes and returns its results row (an existing
-  row is returned as it is).
+  row is returned as it is, when the split lists and data it read are unchanged).
 
   Raises:
     ValueError: for a split list that names ids the records lack.
+    provenance.StaleRunsError: for a finished row whose inputs changed (unless
+      `retrain_stale`: it is computed again).
   """
   from sklearn.semi_supervised import LabelSpreading
 
@@ -113,7 +116,10 @@ def label_spreading(data: records.PreparedData, workdir: str | pathlib.Path, *, 
 
   settings = _settings(config, scheme, percent, task, data.fingerprint())
   rid = run_id(settings)
-  if results.is_done(workdir, rid):
+  digests = provenance.split_digests(data, data.schemes)
+  inputs = provenance.inputs_of(data, provenance.lists_read(
+      "distill", scheme, percent, validated=False, pool_lists=list(digests)), digests)
+  if provenance.reusable(workdir, rid, inputs, retrain_stale=retrain_stale):
     return results.read_row(workdir, rid)
   start = time.perf_counter()
   lists = data.splits(scheme)
@@ -170,7 +176,8 @@ def label_spreading(data: records.PreparedData, workdir: str | pathlib.Path, *, 
       stats.load_predictions_frame(frame)["predicted"]) else ""
   row["wall_seconds"] = time.perf_counter() - start
   row["finished_at"] = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
-  results.write_row(workdir, row)
+  results.write_row(workdir, {**row, provenance.KEY: provenance.record(
+      inputs, run_dir, ("predictions.parquet",), row["code_version"])})
   log.info("reference: label spreading on %s %d%% (%d labelled, %d in the pool): test f1=%.3f",
            scheme, percent, len(labelled), len(train_ids), row["f1"])
   return row
@@ -178,7 +185,8 @@ def label_spreading(data: records.PreparedData, workdir: str | pathlib.Path, *, 
 
 def run_references(data: records.PreparedData, workdir: str | pathlib.Path, *, schemes,
                    split_percents, task: str = "binary", config: ReferenceConfig = ReferenceConfig(),
-                   preset: str = "") -> list[dict]:
+                   preset: str = "", retrain_stale: bool = False) -> list[dict]:
   """`label_spreading` for every scheme and split (each skipped when done)."""
   return [label_spreading(data, workdir, scheme=s, percent=p, task=task, config=config,
-                          preset=preset) for s in schemes for p in split_percents]
+                          preset=preset, retrain_stale=retrain_stale)
+          for s in schemes for p in split_percents]

@@ -60,14 +60,17 @@ def write_row(workdir: str | pathlib.Path, row: Mapping[str, Any]) -> None:
   Raises:
     ValueError: if the row has columns outside the schema (a programming error).
   """
-  extra = sorted(set(row) - set(COLUMNS))
+  extra = sorted(set(row) - set(COLUMNS) - {"provenance"})  # Provenance stays out of tables.
   if extra:
     raise ValueError(f"result row has columns outside the schema: {', '.join(extra)}")
   fileio.write_json(row_path(workdir, row["run_id"]), {**row, "schema_version": SCHEMA_VERSION})
 
 
-def read_rows(workdirs: Iterable[str | pathlib.Path]) -> pd.DataFrame:
+def read_rows(workdirs: Iterable[str | pathlib.Path], *, absolute: bool = True) -> pd.DataFrame:
   """All row files under the workdirs as a DataFrame in schema column order.
+
+  Rows record their checkpoint relative to their workdir (so a copied or moved workdir stays
+  whole); with `absolute` it is resolved against the workdir it was read from.
 
   Raises:
     ValueError: if a row was written by a newer schema than this code reads.
@@ -79,18 +82,29 @@ def read_rows(workdirs: Iterable[str | pathlib.Path]) -> pd.DataFrame:
       if row.get("schema_version", 0) > SCHEMA_VERSION:
         raise ValueError(f"{path} has results schema {row['schema_version']}, newer than this "
                          f"code's {SCHEMA_VERSION}; upgrade simclr_distill to read it")
+      if absolute:
+        row["checkpoint"] = resolve_checkpoint(row.get("checkpoint"), workdir)
       rows.append(row)
   frame = pd.DataFrame(rows, columns=list(COLUMNS))
   return frame.sort_values(["stage", "run_id"], kind="stable").reset_index(drop=True)
 
 
+def resolve_checkpoint(checkpoint: Any, root: str | pathlib.Path) -> Any:
+  """A row's checkpoint path made absolute against `root` (its workdir), when relative."""
+  if not isinstance(checkpoint, str) or not checkpoint or pathlib.Path(checkpoint).is_absolute():
+    return checkpoint
+  return str(pathlib.Path(root).absolute() / checkpoint)
+
+
 def consolidate(workdir: str | pathlib.Path) -> pd.DataFrame:
-  """Rebuilds `results.parquet` and `results.csv` from the row files; returns the table."""
+  """Rebuilds `results.parquet` and `results.csv` from the row files (checkpoint paths
+  relative to the workdir, as the rows record them); returns the table, paths resolved."""
   workdir = pathlib.Path(workdir)
   with fileio.file_lock(workdir / LOCK):
-    frame = read_rows([workdir])
+    frame = read_rows([workdir], absolute=False)
     fileio.atomic_write(workdir / TABLE_PARQUET, lambda tmp: frame.to_parquet(tmp, index=False))
     fileio.atomic_write(workdir / TABLE_CSV, lambda tmp: frame.to_csv(tmp, index=False))
+  frame["checkpoint"] = [resolve_checkpoint(c, workdir) for c in frame["checkpoint"]]
   return frame
 
 
@@ -104,10 +118,11 @@ def load_table(paths: Sequence[str | pathlib.Path]) -> pd.DataFrame:
   for path in map(pathlib.Path, paths):
     if path.is_dir():
       frames.append(read_rows([path]))
-    elif path.suffix == ".parquet":
-      frames.append(pd.read_parquet(path))
-    elif path.suffix == ".csv":
-      frames.append(pd.read_csv(path))
+    elif path.suffix in (".parquet", ".csv"):
+      frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+      if "checkpoint" in frame:  # A workdir's table: paths relative to the workdir it is in.
+        frame["checkpoint"] = [resolve_checkpoint(c, path.parent) for c in frame["checkpoint"]]
+      frames.append(frame)
     else:
       raise FileNotFoundError(f"{path} is not a workdir, a .parquet or a .csv results table")
   return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
@@ -126,6 +141,23 @@ def query(frame: pd.DataFrame, expression: str) -> pd.DataFrame:
   except Exception as e:  # pandas raises many types for a bad expression.
     raise ValueError(f"--filter {expression!r} failed ({type(e).__name__}: {e}); columns: "
                      f"{', '.join(frame.columns)}") from None
+
+
+# What a summary keeps apart unless asked otherwise: rows differing in one of these were made
+# under different conditions, and their mean would describe none of them.
+KEEP_APART = ("stage", "protocol", "task", "labeling", "arch", "method")
+
+
+def summary_keys(frame: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+  """`keys`, then each column of KEEP_APART that takes several values among the finished rows:
+  the default grouping of closing summaries, so none averages across protocols, schemes,
+  architectures or teaching methods."""
+  ok = frame[frame["status"] == "ok"] if "status" in frame else frame
+  out = list(keys)
+  for column in KEEP_APART:
+    if column in ok and column not in out and ok[column].fillna("").astype(str).nunique() > 1:
+      out.append(column)
+  return out
 
 
 def summarize(frame: pd.DataFrame, group_by: Sequence[str],

@@ -20,7 +20,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from simclr_distill import augment, checkpointing, fileio, labelling, matrix, models, results
+from simclr_distill import augment, checkpointing, fileio, labelling, matrix, models, provenance
+from simclr_distill import results
 from simclr_distill import distill as distill_lib
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.config import STUDY_SPLIT_PERCENTS, DistillConfig
@@ -65,7 +66,8 @@ def make_context(config: DistillConfig, *, safe_mode: bool = True,
                     checkpoint=checkpointing.CheckpointPolicy(config.train.checkpoint_steps,
                                                               config.train.checkpoint_minutes),
                     imagenet_dir=config.student.imagenet_dir,
-                    fold_batchnorm=config.teacher.fold_batchnorm)
+                    fold_batchnorm=config.teacher.fold_batchnorm,
+                    retrain_stale=config.retrain_stale)
 
 
 def demo_teacher_runs(config: DistillConfig, ctx: RunContext) -> list[matrix.RunSpec]:
@@ -94,31 +96,62 @@ def _ensure_demo_zoo(config: DistillConfig, ctx: RunContext) -> list[teachers_li
   existing = {e.teacher_id: e for e in teachers_lib.read_zoo(zoo)} if (
       zoo / teachers_lib.MANIFEST).is_file() else {}
   entries = dict(existing)
-  for run in demo_teacher_runs(config, ctx):
+  runs = demo_teacher_runs(config, ctx)
+  train_runs(runs, ctx, "demo teachers")
+  for run in runs:
     teacher_id = f"none-{run.labeling}-{run.split_percent}" + (
         "-multiclass" if run.task == "multiclass" else "")
-    if teacher_id in entries and entries[teacher_id].resolve(zoo).is_file():
-      continue
-    if not results.is_done(ctx.workdir, run.run_id):
-      log.info("training demo teacher %s", teacher_id)
-      row = execute_run(run, ctx)
-      log.info("teacher %s: test f1=%.3f", teacher_id, row.get("f1", float("nan")))
-    source = ctx.workdir / results.RUNS / run.run_id / "student.keras"
+    row = results.read_row(ctx.workdir, run.run_id)
+    if row.get("status") != "ok":
+      raise ValueError(f"demo teacher {teacher_id} (run {run.run_id}) failed: {row.get('error')}")
+    source = ctx.workdir / results.RUNS / run.run_id / distill_lib.CHECKPOINT
+    digest = provenance.file_digest(source)
+    listed = entries.get(teacher_id)
+    if (listed is not None and listed.resolve(zoo).is_file()
+        and provenance.file_digest(listed.resolve(zoo)) == digest):
+      continue  # Listed, and the file is the run's checkpoint.
     fileio.atomic_write(zoo / f"{teacher_id}.keras", lambda tmp: shutil.copyfile(source, tmp))
     entries[teacher_id] = teachers_lib.TeacherEntry(
         teacher_id=teacher_id, encoder="none", encoder_optimizer="", labeling=run.labeling,
         split_percent=run.split_percent, path=f"{teacher_id}.keras", output="logits",
-        arch=run.arch)
+        arch=run.arch, provenance={"source_run": run.run_id, "digest": digest})
     teachers_lib.write_zoo(zoo, list(entries.values()))
   results.consolidate(ctx.workdir)
   return list(entries.values())
+
+
+def check_zoo(entries, zoo_dir: pathlib.Path) -> None:
+  """Checks each zoo teacher that records a digest against its file.
+
+  Raises:
+    teachers.TeacherError: naming every teacher whose file was replaced, corrupted or deleted
+      after it was listed.
+  """
+  bad = []
+  for e in entries:
+    recorded = e.provenance.get("digest")
+    path = e.resolve(zoo_dir)
+    if not recorded:
+      continue
+    if not path.exists():
+      bad.append(f"{e.teacher_id}: {path} is missing")
+    elif provenance.file_digest(path) != recorded:
+      bad.append(f"{e.teacher_id}: {path} does not match the digest {recorded} its manifest "
+                 "records (replaced or corrupted after it was listed)")
+  if bad:
+    raise teachers_lib.TeacherError(
+        f"the teacher zoo {zoo_dir} does not hold the teachers it lists:\n  " + "\n  ".join(bad)
+        + f"\nRestore those files, or re-publish them (rerun the stage that trained them; a "
+        f"hand-made zoo: clear the digest column of {teachers_lib.MANIFEST} to accept the new files)")
 
 
 def load_zoo(config: DistillConfig, ctx: RunContext) -> list[teachers_lib.TeacherEntry]:
   if config.teacher.zoo_dir is None:
     ctx.zoo_dir.mkdir(parents=True, exist_ok=True)
     return ensure_demo_zoo(config, ctx)
-  return teachers_lib.read_zoo(ctx.zoo_dir)
+  entries = teachers_lib.read_zoo(ctx.zoo_dir)
+  check_zoo(entries, ctx.zoo_dir)
+  return entries
 
 
 def selected_teachers(config: DistillConfig, entries) -> list[teachers_lib.TeacherEntry]:
@@ -157,11 +190,12 @@ def check_teachers(config: DistillConfig, ctx: RunContext, entries) -> None:
 
 
 def label_all(config: DistillConfig, ctx: RunContext, entries) -> None:
-  """Runs each teacher of `entries` once over the data, skipping finished caches."""
+  """Runs each teacher of `entries` once over the data, skipping finished caches (without
+  loading their teachers)."""
+  entries = [e for e in entries
+             if not labelling.is_labelled(ctx.labels_dir, e, e.resolve(ctx.zoo_dir), ctx.data)]
   for i, (entry, teacher) in enumerate(_checked_teachers(config, ctx, entries), start=1):
     checkpoint = entry.resolve(ctx.zoo_dir)
-    if labelling.is_labelled(ctx.labels_dir, teacher, checkpoint, ctx.data):
-      continue
     start = time.perf_counter()
     with ctx.data.reading():
       labelling.label_with_teacher(teacher, checkpoint, ctx.data, ctx.labels_dir,
@@ -179,13 +213,46 @@ def run_labelling(config: DistillConfig, *, safe_mode: bool = True) -> pathlib.P
   return ctx.labels_dir
 
 
-def train_runs(runs, ctx: RunContext, what: str, after=None) -> None:
-  """Trains the unfinished runs of `runs` in order, rebuilding the results table after each,
-  with one progress line per run (and an ETA). `after(run, row)` runs after each new row."""
+def check_run(run: matrix.RunSpec, ctx: RunContext) -> provenance.Verdict:
+  """Whether a run is finished and reusable: its row exists, the inputs it recorded are the
+  current ones, and its checkpoint and predictions match their digests."""
+  finished = results.is_done(ctx.workdir, run.run_id)
+  return provenance.verdict(ctx.workdir, run.run_id,
+                            provenance.run_inputs(run, ctx) if finished else None)
+
+
+def plan_runs(runs, ctx: RunContext, what: str) -> list[matrix.RunSpec]:
+  """The runs of `runs` that must train: never finished, corrupt (their files do not match
+  their digests: retrained, with a warning), or stale (an input changed since they finished)
+  when `ctx.retrain_stale`.
+
+  Raises:
+    provenance.StaleRunsError: for stale runs without `ctx.retrain_stale`, before anything
+      trains, naming each run and what changed.
+  """
+  verdicts = {r.run_id: check_run(r, ctx) for r in runs}
+  stale = [v for v in verdicts.values() if v.state == "stale"]
+  if stale and not ctx.retrain_stale:
+    raise provenance.StaleRunsError(provenance.stale_message(ctx.workdir, stale, "--retrain_stale"))
+  for v in verdicts.values():
+    if v.state in ("stale", "corrupt"):
+      log.warning("%s: %s: %s; it will be retrained (its old files are kept in runs/%s/%s/)",
+                  what, v.run_id, "; ".join(v.reasons), v.run_id, provenance.SUPERSEDED)
+  unverified = sum(v.state == "unverified" for v in verdicts.values())
+  if unverified:
+    log.info("%s: %d finished run(s) were written before runs recorded their inputs' digests; "
+             "reused without verification", what, unverified)
   # Runs of one network follow each other, so each re-initialises the model its predecessor
   # traced (RunContext.reuse_models) instead of tracing its own.
-  todo = sorted((r for r in runs if not results.is_done(ctx.workdir, r.run_id)),
+  return sorted((r for r in runs if not verdicts[r.run_id].reusable),
                 key=lambda r: (r.arch, r.stage, r.optimizer, r.run_id))
+
+
+def train_runs(runs, ctx: RunContext, what: str, after=None, todo=None) -> None:
+  """Trains the runs of `runs` that `plan_runs` selects (or `todo`, its result) in order,
+  rebuilding the results table after each, with one progress line per run (and an ETA).
+  `after(run, row)` runs after each new row."""
+  todo = plan_runs(runs, ctx, what) if todo is None else todo
   log.info("%s: %d runs in this shard, %d already finished, %d to train", what, len(runs),
            len(runs) - len(todo), len(todo))
   start = time.perf_counter()
@@ -197,8 +264,12 @@ def train_runs(runs, ctx: RunContext, what: str, after=None) -> None:
         log.info("[%s %d/%d] %s: being trained by another process; skipped", what, i, len(todo),
                  run.run_id)
         continue
-      if results.is_done(ctx.workdir, run.run_id):  # Finished by another process meanwhile.
+      verdict = check_run(run, ctx)
+      if verdict.reusable:  # Finished by another process meanwhile.
         continue
+      if verdict.state in ("stale", "corrupt") and ctx.is_writer:
+        # Its finished files move aside; an unfinished run keeps its state and resumes.
+        provenance.supersede(ctx.workdir, run.run_id)
       with ctx.data.reading():
         row = execute_run(run, ctx)
     results.consolidate(ctx.workdir)
@@ -235,15 +306,20 @@ def _prepare_teachers(config: DistillConfig, ctx: RunContext, runs) -> None:
   check_teachers(config, ctx, [e for e in members(teachers.values()) if e.teacher_id not in labelled])
 
 
-def run_distillation(config: DistillConfig, *, safe_mode: bool = True) -> pd.DataFrame:
+def run_distillation(config: DistillConfig, *, safe_mode: bool = True,
+                     require_match: bool = True) -> pd.DataFrame:
   """Runs stage 3 for `config` and returns the results table of its workdir.
 
   Generation 1 learns from the zoo's teachers and ensembles; with `student.generations` > 1,
   each finished run then teaches its born-again child, generation by generation, and the
   ensemble of each chain's generations is scored (stage "generation_ensemble").
 
+  Args:
+    require_match: a `config.only` that selects no run is an error (False: the caller checks).
+
   Raises:
     ValueError, FileNotFoundError, teachers.TeacherError: for bad inputs, before training.
+    provenance.StaleRunsError: for finished runs whose inputs changed (see `plan_runs`).
   """
   workdir = pathlib.Path(config.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -265,10 +341,12 @@ def run_distillation(config: DistillConfig, *, safe_mode: bool = True) -> pd.Dat
                        f"0-{ctx.data.num_classes - 1}")
   runs = matrix.select(matrix.build_matrix(config, zoo, ctx.data.fingerprint()),
                        only=config.only, shard_index=config.shard_index,
-                       num_shards=config.num_shards)
+                       num_shards=config.num_shards, require_match=require_match)
   chains = {r.run_id: [r] for r in runs if r.stage == "distill"}
-  _prepare_teachers(config, ctx, [r for r in runs if r.stage == "distill"])
-  train_runs(runs, ctx, "distill")
+  todo = plan_runs(runs, ctx, "distill")
+  # Only the runs that train need their teachers: a rerun with nothing to do loads none.
+  _prepare_teachers(config, ctx, [r for r in todo if r.stage == "distill"])
+  train_runs(runs, ctx, "distill", todo=todo)
   for generation in range(2, config.student.generations + 1):
     # Each shard grows its own chains, so shards never wait for each other.
     children = []
@@ -281,8 +359,9 @@ def run_distillation(config: DistillConfig, *, safe_mode: bool = True) -> pd.Dat
         children.append(child)
     if not children:
       break
-    _prepare_teachers(config, ctx, children)
-    train_runs(children, ctx, f"distill generation {generation}")
+    todo = plan_runs(children, ctx, f"distill generation {generation}")
+    _prepare_teachers(config, ctx, todo)
+    train_runs(children, ctx, f"distill generation {generation}", todo=todo)
   for chain in chains.values():
     if len(chain) > 1:
       generation_ensemble(chain, ctx, config.teacher.combine)

@@ -25,7 +25,8 @@ from typing import Sequence
 import pandas as pd
 
 from simclr_distill import checkpointing, config as config_lib, fileio, finetune, matrix, models
-from simclr_distill import pretrain, probe as probe_lib, reference as reference_lib, results
+from simclr_distill import pretrain, probe as probe_lib, provenance, reference as reference_lib
+from simclr_distill import results
 from simclr_distill import stats
 from simclr_distill import stage3
 from simclr_distill import teachers as teachers_lib
@@ -318,7 +319,8 @@ def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
       if train and cfg.probe and checkpoint.is_file():
         pretrain.probe_pretraining(pcfg, data, cfg.workdir, checkpoint, cfg.probe_config(),
                                    global_batch=0, preset=cfg.distill.preset,
-                                   settings={"checkpoint": fileio.digest(checkpoint)})
+                                   settings={"checkpoint": fileio.digest(checkpoint)},
+                                   retrain_stale=cfg.distill.retrain_stale)
     elif not train:
       checkpoint = cfg.workdir / "pretrain" / spec.name / pretrain.CHECKPOINT
       if not checkpoint.is_file():
@@ -337,7 +339,8 @@ def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
       checkpoint = pretrain.run_pretraining(
           pcfg, own, cfg.workdir, strategy=strategy, checkpoint=checkpointing.CheckpointPolicy(
               train_cfg.checkpoint_steps, train_cfg.checkpoint_minutes),
-          probe=cfg.probe_config(), preset=cfg.distill.preset)
+          probe=cfg.probe_config(), preset=cfg.distill.preset,
+          retrain_stale=cfg.distill.retrain_stale)
     encoders.append(finetune.Encoder(name=spec.name, optimizer=spec.optimizer,
                                      checkpoint=str(checkpoint), arch=pcfg.arch, width=pcfg.width,
                                      freeze=spec.freeze))
@@ -367,19 +370,30 @@ def finetune_teachers(cfg: StudyConfig, encoders: Sequence[finetune.Encoder], *,
 
   def publish(run, row):
     if row["status"] == "ok":
-      finetune.publish_teacher(zoo, run, row, pathlib.Path(row["checkpoint"]), by_name[run.encoder])
+      finetune.publish_teacher(zoo, run, row, ctx.workdir / row["checkpoint"], by_name[run.encoder])
 
   stage3.train_runs(runs, ctx, "finetune", after=publish)
-  listed = {e.provenance.get("source_run") for e in teachers_lib.read_zoo(zoo)} if (
-      zoo / teachers_lib.MANIFEST).is_file() else set()
-  for run in runs:  # Finished before a kill but not yet listed: list them now.
-    if run.run_id not in listed and results.is_done(ctx.workdir, run.run_id):
-      row = results.read_row(ctx.workdir, run.run_id)
+  listed = {e.provenance.get("source_run"): e for e in teachers_lib.read_zoo(zoo)} if (
+      zoo / teachers_lib.MANIFEST).is_file() else {}
+  for run in runs:
+    # Finished before a kill but not yet listed, or listed with a file that is not the run's
+    # checkpoint (replaced, corrupted, or published by an earlier version of the run): list it.
+    if not results.is_done(ctx.workdir, run.run_id):
+      continue
+    row = results.read_row(ctx.workdir, run.run_id)
+    entry = listed.get(run.run_id)
+    if row.get("status") != "ok":
+      continue
+    current = entry is not None and entry.resolve(zoo).is_file() and (
+        provenance.file_digest(entry.resolve(zoo))
+        == provenance.file_digest(ctx.workdir / row["checkpoint"]))
+    if not current:
       publish(run, row)
   return zoo
 
 
-def run_baselines(config: config_lib.DistillConfig, *, safe_mode: bool = True) -> pd.DataFrame:
+def run_baselines(config: config_lib.DistillConfig, *, safe_mode: bool = True,
+                  require_match: bool = True) -> pd.DataFrame:
   """The supervised baselines: every student architecture (x init) trained on each labelled
   split alone, early-stopped on its validation split, scored on the test list.
 
@@ -390,15 +404,128 @@ def run_baselines(config: config_lib.DistillConfig, *, safe_mode: bool = True) -
   config = dataclasses.replace(config, baseline=True)
   workdir = pathlib.Path(config.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  problems = baseline_problems(config)
+  if problems:
+    raise ValueError("the baselines cannot run; nothing was trained:\n  - " + "\n  - ".join(problems))
   ctx = stage3.make_context(config, safe_mode=safe_mode)
   for arch in config.student.archs:
     models.check_input_size(arch, ctx.data.image_shape)
-    if "imagenet" in config.student.baseline_inits:
-      models.imagenet_weights_path(arch, config.student.imagenet_dir)
   runs = matrix.select(matrix.build_matrix(config, [], ctx.data.fingerprint()), only=config.only,
-                       shard_index=config.shard_index, num_shards=config.num_shards)
+                       shard_index=config.shard_index, num_shards=config.num_shards,
+                       require_match=require_match)
   stage3.train_runs(runs, ctx, "baseline")
   return results.consolidate(workdir)
+
+
+def baseline_problems(config: config_lib.DistillConfig) -> list[str]:
+  """What stops the baselines of `config` before they train: ImageNet weights missing for any
+  architecture that needs them (all listed at once) and a monitor a baseline does not log."""
+  problems = []
+  if "imagenet" in config.student.baseline_inits:
+    missing = []
+    for arch in config.student.archs:
+      try:
+        models.imagenet_weights_path(arch, config.student.imagenet_dir)
+      except FileNotFoundError:
+        missing.append(f"{arch} ({models.imagenet_file(arch, config.student.imagenet_dir)})")
+      except ValueError as e:
+        problems.append(str(e))
+    if missing:
+      problems.append(
+          f"no ImageNet weights for {len(missing)} architecture(s): {', '.join(missing)}; copy "
+          "them there (keras.applications.<Arch>(weights='imagenet', include_top=False) "
+          "downloads them on a machine with internet), point --imagenet_dir at them, or drop "
+          "'imagenet' from --baseline_inits")
+  if config.train.monitor in config_lib.DISTILL_MONITORS:
+    problems.append(f"--monitor={config.train.monitor} is logged by distillation runs only; the "
+                    "baselines have no teacher: use val_label_loss (or give the baselines their "
+                    "own command)")
+  return problems
+
+
+def predicted_teachers(cfg: StudyConfig) -> list[teachers_lib.TeacherEntry]:
+  """The zoo entries stage 2 will publish (ids, encoders, splits), before it has run."""
+  d = cfg.distill.data
+  return [teachers_lib.TeacherEntry(
+      teacher_id=matrix.teacher_name(e.name, scheme, pct, seed, d.task), labeling=scheme,
+      split_percent=pct, path="", encoder=e.name, encoder_optimizer=e.optimizer if e.pretrained else "",
+      output="logits", arch=cfg.pretrain.arch, provenance={"seed": str(seed)})
+      for e in cfg.selected_encoders() for scheme in d.schemes for pct in d.split_percents
+      for seed in cfg.finetune.seeds]
+
+
+def preflight(cfg: StudyConfig) -> None:
+  """Every check of the study's inputs that can fail, before anything trains: the data (or
+  the archive to prepare it from), each encoder's pretraining data and checkpoint, the
+  teacher zoo, ImageNet weights of every baseline architecture that needs them, the split
+  lists and input sizes, the monitors and `--only`.
+
+  Raises:
+    ValueError: listing every problem found, each with what to do.
+  """
+  problems = []
+  d = cfg.distill.data
+  data = None
+  if d.source == "records" and not (pathlib.Path(d.data_dir) / records.MANIFEST).is_file():
+    if not cfg.archive_dir:
+      problems.append(f"no prepared data at {d.data_dir} (--data_dir): give --archive_dir (a "
+                      "BigEarthNet-S2 archive) to prepare it there, or run stages.prepare first")
+    elif not pathlib.Path(cfg.archive_dir).is_dir():
+      problems.append(f"--archive_dir={cfg.archive_dir} is not a directory")
+  else:
+    try:
+      data = stage3.open_data(cfg.distill)
+    except (ValueError, FileNotFoundError) as e:
+      problems.append(str(e))
+  if cfg.distill.teacher.zoo_dir is None:
+    for spec in cfg.selected_encoders():
+      finished = (cfg.workdir / "pretrain" / spec.name / pretrain.CHECKPOINT).is_file()
+      if spec.checkpoint and not pathlib.Path(spec.checkpoint).exists():
+        problems.append(f"encoder {spec.name}: no checkpoint at {spec.checkpoint} "
+                        f"(--encoder={spec.name}:checkpoint=...)")
+      elif (spec.pretrained and not spec.checkpoint and spec.data_dir and not finished
+            and not (pathlib.Path(spec.data_dir) / records.MANIFEST).is_file()):
+        problems.append(
+            f"encoder {spec.name} pretrains on {spec.data_dir}, which is not prepared data (no "
+            f"{records.MANIFEST}): prepare it there with stages.prepare, or define the encoder "
+            f"with another data_dir (--encoder={spec.name}:optimizer={spec.optimizer},"
+            f"data_dir=...), or leave it out (--encoders)")
+      if data is not None:
+        try:
+          models.check_input_size(spec.pretrain_config(cfg.pretrain).arch, data.image_shape)
+        except (ValueError, KeyError) as e:
+          problems.append(f"encoder {spec.name}: {e.args[0]}")
+  else:
+    try:
+      stage3.check_zoo(teachers_lib.read_zoo(cfg.distill.teacher.zoo_dir),
+                       pathlib.Path(cfg.distill.teacher.zoo_dir))
+    except (ValueError, FileNotFoundError) as e:
+      problems.append(str(e))
+  if data is not None:
+    for arch in cfg.distill.student.archs:
+      if arch != matrix.SAME_ARCH:
+        try:
+          models.check_input_size(arch, data.image_shape)
+        except (ValueError, KeyError) as e:
+          problems.append(e.args[0])
+  if cfg.baseline:
+    problems += baseline_problems(cfg.baseline_config())
+  if cfg.distill.only:
+    distill_cfg = cfg.distill
+    if cfg.distill_encoders:
+      distill_cfg = dataclasses.replace(distill_cfg, teacher=dataclasses.replace(
+          distill_cfg.teacher, encoders=cfg.distill_encoders))
+    runs = matrix.build_matrix(dataclasses.replace(distill_cfg, baseline=False),
+                               predicted_teachers(cfg), "")
+    if cfg.baseline:
+      runs += matrix.build_matrix(dataclasses.replace(cfg.baseline_config(), baseline=True), [], "")
+    try:
+      matrix.check_only(cfg.distill.only, runs)
+    except ValueError as e:
+      problems.append(str(e))
+  if problems:
+    raise ValueError("the study cannot run; nothing was trained. Every problem found:\n  - "
+                     + "\n  - ".join(problems))
 
 
 def run_study(cfg: StudyConfig, *, safe_mode: bool = True) -> pd.DataFrame:
@@ -412,6 +539,7 @@ def run_study(cfg: StudyConfig, *, safe_mode: bool = True) -> pd.DataFrame:
                      "--strategy); to shard a stage over machines, run stages.pretrain, "
                      "stages.finetune, stages.label, stages.distill and stages.baseline with "
                      "--num_shards/--shard_index")
+  preflight(cfg)
   cfg.workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
   data = prepare(cfg)
@@ -435,12 +563,13 @@ def run_study(cfg: StudyConfig, *, safe_mode: bool = True) -> pd.DataFrame:
     d = cfg.distill.data
     reference_lib.run_references(data, cfg.workdir, schemes=d.schemes,
                                  split_percents=d.split_percents, task=d.task,
-                                 config=cfg.reference, preset=cfg.distill.preset)
+                                 config=cfg.reference, preset=cfg.distill.preset,
+                                 retrain_stale=cfg.distill.retrain_stale)
   log.info("stage 3: labelling and distillation")
-  stage3.run_distillation(distill_cfg, safe_mode=safe_mode)
+  stage3.run_distillation(distill_cfg, safe_mode=safe_mode, require_match=False)
   if cfg.baseline:
     log.info("supervised baselines")
-    run_baselines(cfg.baseline_config(), safe_mode=safe_mode)
+    run_baselines(cfg.baseline_config(), safe_mode=safe_mode, require_match=False)
   table = results.consolidate(cfg.workdir)
   try:
     stats.write_comparisons(cfg.workdir, table)

@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.csv"
 COLUMNS = ("teacher_id", "encoder", "encoder_optimizer", "labeling", "split_percent", "path",
            "output", "arch")
-PROVENANCE = ("source_run", "pretrain_checkpoint", "pretrain_digest", "freeze", "seed", "best_epoch", "test_f1",
-              "code_version", "created_at")
+# "digest": the teacher file's content digest when it was listed (checked before it is used).
+PROVENANCE = ("source_run", "digest", "pretrain_checkpoint", "pretrain_digest", "freeze", "seed",
+              "best_epoch", "test_f1", "code_version", "created_at")
 REQUIRED = ("teacher_id", "labeling", "split_percent", "path")
 LOCK = ".manifest.lock"
 OUTPUT_KINDS = ("logits", "probabilities", "auto")

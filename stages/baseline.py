@@ -11,7 +11,7 @@ teachers and students). --baseline_inits=imagenet starts from a frozen ImageNet 
 (weights read from --imagenet_dir; the first convolution is adapted to the band count).
 """
 
-from absl import app, flags
+from absl import flags
 
 from stages import common
 
@@ -28,18 +28,20 @@ def main(argv):
     from simclr_distill import results, study
 
     cfg = common.study_from_flags()
+    common.check_output(cfg.workdir, "--workdir")
     table = study.run_baselines(cfg.baseline_config(), safe_mode=common.safe_mode())
     rows = table[table["stage"] == "baseline"]
     print(f"results: {cfg.workdir}/{results.TABLE_PARQUET} ({len(rows)} baseline rows)")
     if len(rows):
-      print(results.summarize(rows, ["init", "arch", "split_percent"], ["f1"]).round(3).to_string())
-    print(common.collapsed_summary(rows))
+      print(results.summarize(rows, common.summary_keys(rows, ["init", "arch", "split_percent"]),
+                              ["f1"]).round(3).to_string())
+    common.finish(rows)  # Collapsed and failed runs; exit status 1 if any failed.
 
   common.run_or_explain(go)
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

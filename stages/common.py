@@ -71,6 +71,7 @@ _MAPPING: dict[str, tuple[str, Callable]] = {
     "shard_index": ("shard_index", int),
     "num_shards": ("num_shards", int),
     "only": ("only", str),
+    "retrain_stale": ("retrain_stale", bool),
     "pool_balance": ("pool_balance", str),
     "monitor": ("train.monitor", str),
     "baseline_inits": ("student.baseline_inits", tuple),
@@ -202,6 +203,10 @@ def define_flags(groups=GROUPS, presets=None) -> None:
     flags.DEFINE_integer("shard_index", None, "This process's shard of the run matrix.")
     flags.DEFINE_integer("num_shards", None, "Number of shards the matrix is split into.")
     flags.DEFINE_string("only", None, 'Run a subset, e.g. "arch=ResNet50,split_percent=3|10".')
+    flags.DEFINE_boolean("retrain_stale", None, "Retrain the finished runs whose inputs (split "
+                         "lists, data, teacher checkpoint, label cache) changed since they "
+                         "finished; without it such a rerun stops and names them. Their old "
+                         "files are kept in runs/<run_id>/superseded/.")
     flags.DEFINE_integer("checkpoint_steps", None, "Checkpoint each training run's full state every N "
                          "steps (0: not by count). A killed run (preemption, SIGKILL) resumes at "
                          "its last checkpoint when the same command is rerun.")
@@ -232,16 +237,16 @@ def config_from_flags(base: config_lib.DistillConfig | None = None) -> config_li
 
 
 def summary_keys(table, keys: list[str]) -> list[str]:
-  """The columns a stage's closing summary groups by: `keys`, with the teaching method after
-  the stage when the table compares several."""
-  if "method" in table and table["method"].dropna().nunique() > 1:
-    return [keys[0], "method", *keys[1:]]
-  return keys
+  """The columns a stage's closing summary groups by: `keys`, then whatever else differs
+  between runs (protocol, scheme, architecture, method: see `results.summary_keys`)."""
+  from simclr_distill import results
+
+  return results.summary_keys(table, keys)
 
 
 def closing_summary(workdir, table) -> str:
-  """What a stage prints last: the study's comparisons with their intervals (from the
-  workdir's comparisons.csv when the stage wrote one), and the runs whose model collapsed."""
+  """The study's comparisons with their intervals (from the workdir's comparisons.csv when the
+  stage wrote one); `finish` adds the collapsed and failed runs."""
   import pathlib
 
   import pandas as pd
@@ -254,7 +259,6 @@ def closing_summary(workdir, table) -> str:
     lines.append(stats.format_comparisons(pd.read_csv(path)))
     lines.append(f"(all comparisons: {path}; `python -m stages.results --compare "
                  f"--workdirs={workdir}` prints them again)")
-  lines.append(collapsed_summary(table))
   return "\n".join(line for line in lines if line)
 
 
@@ -270,6 +274,30 @@ def collapsed_summary(table) -> str:
                     "validation or test list (collapsed models: their scores say nothing about "
                     "the method; see the `collapsed` column):",
                     *(f"  {r.run_id}: {r.collapsed}" for r in collapsed.itertuples())])
+
+
+def failed_summary(table) -> str:
+  """The runs of the table whose status is "failed", each with its reason, or ""."""
+  if "status" not in table:
+    return ""
+  failed = table[table["status"] == "failed"]
+  if not len(failed):
+    return ""
+  return "\n".join([f"FAILED: {len(failed)} run(s) of this workdir failed (their rows say "
+                    "status=failed; a failed run is final for its settings: change the setting "
+                    "named in its reason, which gives a new run, or delete runs/<run_id> to "
+                    "retry it as it was):",
+                    *(f"  {r.run_id}: {r.error}" for r in failed.itertuples())])
+
+
+def finish(table, lines=()) -> None:
+  """Prints a training command's closing lines and the failed runs; exits with status 1 when
+  the table holds failed runs (the rest of the matrix has finished), else returns."""
+  for line in (*lines, collapsed_summary(table), failed_summary(table)):
+    if line:
+      print(line)
+  if failed_summary(table):
+    sys.exit(1)
 
 
 def safe_mode() -> bool:
@@ -395,13 +423,114 @@ def setup_logging() -> None:
 
 
 def run_or_explain(main: Callable[[], None]) -> None:
-  """Runs `main`; a bad input ends with its message on stderr and exit status 2."""
-  from simclr_distill.fileio import DiskFullError
-  from simclr_distill.teachers import TeacherError
-
+  """Runs `main`; a bad input ends with its message on stderr and exit status 2, never a
+  traceback: a value the command cannot use (ValueError, which TeacherError is, and KeyError),
+  a file it cannot parse, or a path it cannot read or write (`explain`). Other errors (a
+  failing disk, a bug) keep their traceback."""
   try:
     main()
-  except (ValueError, FileNotFoundError, KeyError, TeacherError, DiskFullError) as e:
-    message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    print(f"error: {message}", file=sys.stderr)
+  except (ValueError, KeyError, OSError) as e:
+    if isinstance(e, OSError) and not _bad_path(e):
+      raise
+    print(f"error: {explain(e)}", file=sys.stderr)
     sys.exit(2)
+
+
+# errno values that mean "this path cannot be used as given" (a user's input, not a fault).
+_PATH_ERRNOS = ("EACCES", "EPERM", "EROFS", "EISDIR", "ENOTDIR", "EEXIST", "ENOENT", "ENOSPC",
+                "EDQUOT", "ENAMETOOLONG", "ELOOP", "ENOTEMPTY", "EXDEV")
+
+
+def _bad_path(error: OSError) -> bool:
+  import errno
+
+  return error.errno is None or error.errno in {getattr(errno, n, None) for n in _PATH_ERRNOS}
+
+
+def explain(error: BaseException) -> str:
+  """The one-line message `run_or_explain` prints for `error` (after "error: ")."""
+  from simclr_distill.fileio import DiskFullError
+
+  if isinstance(error, KeyError):
+    return str(error.args[0]) if error.args else str(error)
+  if isinstance(error, DiskFullError):
+    return error.strerror
+  if isinstance(error, OSError) and error.errno is not None:
+    path = error.filename2 or error.filename  # A rename: the destination is what was written.
+    reason = error.strerror or type(error).__name__
+    if path is None:
+      return f"{reason} ({type(error).__name__})"
+    return (f"cannot read or write {os.fsdecode(path)}: {reason}; check that the path (and each "
+            "directory above it) is a directory or a file as the command expects and that you "
+            "may write there, or give another path")
+  message = str(error)
+  path = _csv_being_read(error)
+  if path is not None and path not in message:
+    return (f"{path} is not a readable CSV table ({message}); repair or replace it, or give the "
+            "right file")
+  return message
+
+
+def _csv_being_read(error: BaseException) -> str | None:
+  """The file a failing `pandas.read_csv` was reading, or None: pandas' parser errors (an
+  empty file, unbalanced quotes, binary bytes) do not name it, but the call on the traceback
+  holds it."""
+  tb, path = error.__traceback__, None
+  while tb is not None:
+    frame = tb.tb_frame
+    if frame.f_code.co_name == "read_csv" and frame.f_globals.get("__name__", "").startswith("pandas"):
+      value = frame.f_locals.get("filepath_or_buffer")
+      if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+    tb = tb.tb_next
+  return path
+
+
+def check_output(path, flag: str, *, directory: bool = True, example: str = "output") -> None:
+  """Refuses, before any work, an output path the command could not write (see
+  `fileio.check_writable`); the message names `flag`."""
+  from simclr_distill import fileio
+
+  if path:
+    fileio.check_writable(path, directory=directory, flag=flag, example=example)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every bad command line ending in exit status 2 and a message
+  (absl exits 1): a flag that does not parse or is unknown, a positional argument (a flag
+  whose dashes were forgotten would otherwise be dropped silently, and the default preset
+  start), and a float flag that is not finite. --help and its kin exit 0.
+
+  Returns:
+    argv[:1], the program name (no positional arguments are accepted).
+  """
+  import math
+
+  try:
+    rest = FLAGS(argv)
+  except flags.Error as e:
+    _refuse(str(e))
+  except SystemExit as e:  # Only absl's help flags exit while parsing; they exit 1.
+    sys.exit(0 if e.code == 1 else e.code)
+  for word in rest[1:]:
+    name = word.lstrip("-").partition("=")[0]
+    hint = (f"flags start with --, e.g. --{word.lstrip('-')}" if name in FLAGS
+            else "this command takes flags only (--name=value)")
+    _refuse(f"unexpected argument {word!r}: {hint}")
+  for name in list(FLAGS):
+    flag = FLAGS[name]
+    if flag.present and isinstance(flag.value, float) and not math.isfinite(flag.value):
+      _refuse(f"--{name}={flag.value} must be a finite number")
+  return rest[:1]
+
+
+def _refuse(message: str) -> None:
+  print(f"error: {message}\n(`--help` lists this command's flags)", file=sys.stderr)
+  sys.exit(2)
+
+
+def run_app(main: Callable[[list[str]], None]) -> None:
+  """`absl.app.run(main)` with `parse_flags`: what every stage's `run()` calls."""
+  from absl import app
+
+  app.run(main, flags_parser=parse_flags)

@@ -12,7 +12,7 @@ or computed from its runs' saved predictions) are drawn with their intervals. --
 work without a server) and exits.
 """
 
-from absl import app, flags
+from absl import flags
 
 flags.DEFINE_list("workdirs", ["results/study_demo"], "Workdirs or results tables (.parquet/.csv).")
 flags.DEFINE_list("published", [], "The study's result CSVs, or a directory holding them.")
@@ -30,8 +30,11 @@ def main(argv):
   common.setup_logging()
 
   def go():
+    common.check_output(FLAGS.export, "--export", directory=False, example="report.html")
     from simclr_distill import dashboard
 
+    if not FLAGS.export:
+      dashboard.check_address(FLAGS.host, FLAGS.port)
     frame, messages = dashboard.load_sources(FLAGS.workdirs, FLAGS.published)
     comparisons, more = dashboard.load_comparisons(FLAGS.workdirs)
     messages = [*messages, *more]
@@ -42,8 +45,6 @@ def main(argv):
                                      comparisons=comparisons)
       print(f"report: {path} ({len(frame)} rows)")
       return
-    if not 0 < FLAGS.port < 65536:
-      raise ValueError(f"--port={FLAGS.port} is not a TCP port (1-65535)")
     print(f"dashboard: http://{FLAGS.host}:{FLAGS.port} ({len(frame)} rows); Ctrl-C stops it",
           flush=True)
     dashboard.make_app(frame, messages, title=FLAGS.title, comparisons=comparisons).run(host=FLAGS.host, port=FLAGS.port,
@@ -53,7 +54,9 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  from stages import common
+
+  common.run_app(main)
 
 
 if __name__ == "__main__":

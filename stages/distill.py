@@ -10,7 +10,7 @@ result.json}, W/labels/<teacher>/ (cached teacher logits) and W/results.{parquet
 Rerunning the same command skips finished work.
 """
 
-from absl import app, flags
+from absl import flags
 
 from stages import common
 
@@ -23,9 +23,10 @@ def main(argv):
   common.setup_logging()
 
   def go():
+    config = common.config_from_flags()  # Settings and paths first: before TensorFlow loads.
+    common.check_output(config.workdir, "--workdir")
     from simclr_distill import results, stage3
 
-    config = common.config_from_flags()
     table = stage3.run_distillation(config, safe_mode=common.safe_mode())
     print(f"results: {config.workdir}/{results.TABLE_PARQUET} ({len(table)} rows)")
     if len(table):
@@ -33,13 +34,13 @@ def main(argv):
                               ["f1", "agreement"]).round(3).to_string())
       print("(means and standard deviations over runs; `python -m stages.results --compare` "
             "gives the paired differences with intervals)")
-    print(common.collapsed_summary(table))
+    common.finish(table)  # Collapsed and failed runs; exit status 1 if any failed.
 
   common.run_or_explain(go)
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ W/runs/<run_id>/ with a results row (stage=finetune) per teacher, and the zoo: -
 `stages.distill --teacher_zoo`. Reruns skip finished teachers.
 """
 
-from absl import app, flags
+from absl import flags
 
 from stages import common
 
@@ -31,6 +31,8 @@ def main(argv):
     from simclr_distill.distill import build_strategy
 
     cfg = common.study_from_flags()
+    common.check_output(cfg.workdir, "--workdir")
+    common.check_output(common.FLAGS.zoo_dir, "--zoo_dir")
     data = stage3.open_data(cfg.distill)
     encoders = study.pretrain_encoders(cfg, data, build_strategy(cfg.distill.strategy, cfg.distill.tpu),
                                        train=False)
@@ -40,15 +42,15 @@ def main(argv):
     print(f"teacher zoo: {zoo}/manifest.csv")
     teachers = table[table["stage"] == "finetune"]
     if len(teachers):
-      print(results.summarize(teachers, ["encoder", "labeling", "split_percent"], ["f1", "auc"])
-            .round(3).to_string())
-    print(common.collapsed_summary(teachers))
+      print(results.summarize(teachers, common.summary_keys(
+          teachers, ["encoder", "labeling", "split_percent"]), ["f1", "auc"]).round(3).to_string())
+    common.finish(teachers)  # Collapsed and failed runs; exit status 1 if any failed.
 
   common.run_or_explain(go)
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Writes W/labels/<teacher_id>/part-*.parquet (columns id, logit_0..) and _COMPLET
 the same flags as stages.distill, which reads these caches (and labels anything missing).
 """
 
-from absl import app, flags
+from absl import flags
 
 from stages import common
 
@@ -20,9 +20,10 @@ def main(argv):
   common.setup_logging()
 
   def go():
+    config = common.config_from_flags()  # Settings and paths first: before TensorFlow loads.
+    common.check_output(config.workdir, "--workdir")
     from simclr_distill import stage3
 
-    config = common.config_from_flags()
     labels_dir = stage3.run_labelling(config, safe_mode=common.safe_mode())
     print(f"teacher labels: {labels_dir}")
 
@@ -30,7 +31,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

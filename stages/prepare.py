@@ -12,7 +12,7 @@ unfinished shard; rerunning a finished one rewrites only the lists and the manif
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 flags.DEFINE_enum("source", "archive", ["archive", "tfds"], "Read the raw archive or TFDS's "
                   "prepared bigearthnet/all.")
@@ -40,6 +40,7 @@ def main(argv):
   common.setup_logging()
 
   def go():
+    common.check_output(FLAGS.output_dir, "--output_dir")  # Before TensorFlow loads.
     from simclr_distill.data import bigearthnet
 
     split_dirs = {s: d for s, d in (("basic", FLAGS.basic_splits),
@@ -71,7 +72,9 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  from stages import common
+
+  common.run_app(main)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ random-init one on the validation lists (W/runs/pretrain-*/, rows of stage "pret
 resume a killed one at its last checkpoint (--checkpoint_steps, --checkpoint_minutes).
 """
 
-from absl import app, flags
+from absl import flags
 
 from simclr_distill import config as config_lib
 
@@ -40,6 +40,8 @@ flags.DEFINE_list("probe_split_percents", ["3", "10", "100"], "Label splits whos
                   "train the probes.")
 flags.DEFINE_float("checkpoint_minutes", 10.0, "... and every M minutes (0: not by time). Every "
                    "epoch end checkpoints too.")
+flags.DEFINE_boolean("retrain_stale", False, "Pretrain again an encoder whose data or test lists "
+                     "changed since it finished (without it the rerun stops and says so).")
 FLAGS = flags.FLAGS
 _FIELDS = ("name", "arch", "width", "optimizer", "learning_rate", "temperature", "batch_size",
            "epochs", "policy", "seed")
@@ -52,6 +54,7 @@ def main(argv):
   common.setup_logging()
 
   def go():
+    common.check_output(FLAGS.workdir, "--workdir")  # Before TensorFlow loads.
     import dataclasses
     import pathlib
 
@@ -68,14 +71,16 @@ def main(argv):
         cfg, data, FLAGS.workdir, strategy=distill.build_strategy(FLAGS.strategy, FLAGS.tpu),
         checkpoint=checkpointing.CheckpointPolicy(FLAGS.checkpoint_steps, FLAGS.checkpoint_minutes),
         probe=probe.ProbeConfig(split_percents=tuple(int(p) for p in FLAGS.probe_split_percents))
-        if FLAGS.probe else None, preset=FLAGS.preset)
+        if FLAGS.probe else None, preset=FLAGS.preset, retrain_stale=FLAGS.retrain_stale)
     print(f"pretrained encoder {cfg.name}: {checkpoint}")
 
   common.run_or_explain(go)
 
 
 def run():
-  app.run(main)
+  from stages import common
+
+  common.run_app(main)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Reads workdirs (their per-run rows) or .parquet/.csv tables; writes nothing unle
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 flags.DEFINE_list("workdirs", ["results/study_demo"], "Workdirs or results table files (default: what `make demo` writes).")
 flags.DEFINE_string("filter", "", "A pandas query over the columns; backquote `f0.5`.")
@@ -35,10 +35,14 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  from stages import common
+
+  # A path --output cannot take stops the command at once, before the slow imports.
+  common.run_or_explain(lambda: common.check_output(FLAGS.output, "--output", directory=False,
+                                                    example="table.csv"))
   import pandas as pd
 
   from simclr_distill import results
-  from stages import common
 
   def go():
     if FLAGS.compare:
@@ -49,7 +53,10 @@ def main(argv):
     else:
       missing = [c for c in FLAGS.columns if c not in table.columns]
       if missing:
-        raise ValueError(f"no column(s) {', '.join(missing)}; columns: {', '.join(table.columns)}")
+        raise ValueError(f"the results of --workdirs={','.join(FLAGS.workdirs)} have no column(s) "
+                         f"{', '.join(missing)}; they have: {', '.join(map(str, table.columns))}. "
+                         "Give workdirs or results tables written by this package, or choose "
+                         "--columns from those")
       shown = table[FLAGS.columns]
     if table.empty:
       print("no rows (check --workdirs and --filter)", file=sys.stderr)
@@ -83,7 +90,9 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  from stages import common
+
+  common.run_app(main)
 
 
 if __name__ == "__main__":

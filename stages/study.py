@@ -16,7 +16,7 @@ chosen by --encoders, --schemes, --split_percents and --finetune_seeds. To sprea
 --num_shards.
 """
 
-from absl import app, flags
+from absl import flags
 
 from stages import common
 
@@ -33,15 +33,16 @@ def main(argv):
     from simclr_distill import results, study
 
     cfg = common.study_from_flags()
+    common.check_output(cfg.workdir, "--workdir")
     table = study.run_study(cfg, safe_mode=common.safe_mode())
     print(f"results: {cfg.workdir}/{results.TABLE_PARQUET} ({len(table)} rows)")
-    print(common.closing_summary(cfg.workdir, table))
+    common.finish(table, [common.closing_summary(cfg.workdir, table)])
 
   common.run_or_explain(go)
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

@@ -230,3 +230,24 @@ def test_the_six_real_patches_alone_convert_without_splits(archive, tmp_path):
   assert len(list(data.examples())) == 6
   with pytest.raises(ValueError, match="has no labelling scheme 'basic'"):
     data.splits("basic")
+
+
+def test_the_paper_study_lists_everything_missing_before_any_training(prepared, tmp_path):
+  # The paper preset on real prepared records, without ImageNet weights and without the
+  # California tiles its CA_adam and CA_sgd encoders pretrain on: one message, nothing trained.
+  out, _ = prepared
+  workdir = tmp_path / "paper"
+  proc = subprocess.run(
+      [sys.executable, "-m", "stages.study", "--preset=paper", f"--data_dir={out}",
+       f"--workdir={workdir}", "--schemes=expanded", "--split_percents=100",
+       f"--imagenet_dir={tmp_path / 'no_weights'}"],
+      cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  message = proc.stderr.split("error:", 1)[-1]
+  assert "nothing was trained" in message and "Traceback" not in proc.stderr
+  assert "no ImageNet weights for 5 architecture(s)" in message
+  for arch in ("Xception", "InceptionV3", "ResNet50", "ResNet101V2", "ResNet152"):
+    assert arch in message
+  assert "encoder CA_adam pretrains on data/california" in message
+  assert "encoder CA_sgd pretrains on data/california" in message
+  assert not (workdir / "pretrain").exists() and not list(workdir.glob("runs/*"))

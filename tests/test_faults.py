@@ -125,7 +125,8 @@ BASELINE = ("--preset=smoke", "--split_percents=100", "--optimizers=adam", "--pa
 
 def _row(workdir: pathlib.Path) -> dict:
   (path,) = workdir.glob("runs/*/result.json")
-  return json.loads(path.read_text())
+  row = json.loads(path.read_text())
+  return {**row, "checkpoint": results.resolve_checkpoint(row["checkpoint"], workdir)}
 
 
 def test_sigkill_mid_run_then_the_same_command_ends_as_an_uninterrupted_run(tmp_path):

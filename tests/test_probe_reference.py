@@ -119,3 +119,19 @@ def test_label_spreading_reference_uses_the_students_pool_and_scores_the_test_li
 def test_large_images_are_pooled_to_the_feature_budget():
   assert reference.pooling_factor((120, 120, 10), 1024) == 12  # 10x10x10 = 1000 values.
   assert reference.pooling_factor((8, 8, 1), 1024) == 1
+
+
+def test_a_few_ids_among_many_records_stream_without_empty_batches(data):
+  # 12 ids drawn from the last shard only: every earlier run of records holds none of them.
+  # An empty batch used to reach the network, which fails inside a convolution (oneDNN: "input
+  # depth must be evenly divisible by filter depth"): a probe of a small split crashed.
+  ids = data.ids()[-12:]
+  sizes = [int(b["id"].shape[0]) for b in data.batches(256, ids)]
+  assert sum(sizes) == 12 and min(sizes) > 0
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input(data.image_shape)
+  x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+  x = keras.layers.Conv2D(4, 3, padding="same", name="conv2")(x)
+  network = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pooled")(x))
+  got_ids, feats, _ = probe.features(network, data, ids, "pooled")
+  assert sorted(got_ids) == sorted(ids) and feats.shape == (12, 4)

@@ -62,3 +62,19 @@ def test_query_and_summary(tmp_path):
     results.query(table, "nope ==")
   with pytest.raises(ValueError, match="no column\\(s\\) colour"):
     results.summarize(table, ["colour"])
+
+
+def test_summaries_keep_protocols_schemes_and_architectures_apart():
+  frame = pd.DataFrame({
+      "stage": ["distill"] * 4 + ["baseline"], "status": ["ok"] * 4 + ["failed"],
+      "protocol": ["holdout", "original", "holdout", "holdout", "holdout"],
+      "labeling": ["basic", "basic", "expanded", "basic", "basic"],
+      "arch": ["ResNet50"] * 3 + ["mlp", "cnn"], "method": ["hard / offline"] * 5,
+      "split_percent": [3] * 5, "f1": [0.5, 0.9, 0.7, 0.1, 0.0]})
+  keys = results.summary_keys(frame, ["stage", "split_percent"])
+  assert keys == ["stage", "split_percent", "protocol", "labeling", "arch"]
+  summary = results.summarize(frame, keys, ["f1"])
+  # No group mixes the original protocol's run with the holdout ones, or two schemes.
+  assert summary[("f1", "count")].max() == 1 and len(summary) == 4
+  # Asked explicitly, the pooling is the user's choice.
+  assert results.summarize(frame, ["stage"], ["f1"]).loc["distill", ("f1", "count")] == 4

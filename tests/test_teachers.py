@@ -119,7 +119,7 @@ def test_labelling_caches_every_example_once_keyed_by_id_and_resumes(zoo, data, 
   expected = np.asarray(logits_model(np.stack([by_id[ids[i]] for i in some])))
   np.testing.assert_allclose(logits[some], expected, rtol=1e-5, atol=1e-6)
   parts = sorted(out.glob("*.parquet"))
-  assert len(parts) == 3 and labelling.is_labelled(tmp_path, teacher, checkpoint, data)
+  assert len(parts) == 3 and labelling.is_labelled(tmp_path, teacher.entry, checkpoint, data)
   # Resume: a lost part is rebuilt, the others are not rewritten.
   mtimes = {p.name: p.stat().st_mtime_ns for p in parts}
   parts[1].unlink()

@@ -206,9 +206,11 @@ def present_metrics(frame: pd.DataFrame) -> list[str]:
 
 
 def default_group_by(frame: pd.DataFrame) -> list[str]:
-  """The summary's default grouping: stage and method, or stage and arch before methods."""
+  """The summary's default grouping: stage and method (or arch), then every other column that
+  must not be pooled and differs between rows (`results.summary_keys`)."""
   present = present_categorical(frame)
-  return [c for c in ("stage", "method" if "method" in present else "arch") if c in present]
+  keys = [c for c in ("stage", "method" if "method" in present else "arch") if c in present]
+  return [c for c in results.summary_keys(frame, keys) if c in present]
 
 
 def summary_table(frame: pd.DataFrame, group_by: Sequence[str], metric: str = "f1") -> pd.DataFrame:
@@ -268,6 +270,36 @@ def run_figures(frame: pd.DataFrame, metric: str, selected: Sequence[str] = ()) 
 
 
 # ---- The Dash app -----------------------------------------------------------------------------
+
+
+def check_address(host: str, port: int) -> None:
+  """Checks that the dashboard can listen on host:port, before anything is loaded or built
+  (the server would print only "Name or service not known" and exit 1).
+
+  Raises:
+    ValueError: for a port out of range, a host name that does not resolve, or an address
+      this machine cannot listen on (not one of its own, or the port taken), naming it and
+      what to do.
+  """
+  import errno
+  import socket
+
+  if not 0 < port < 65536:
+    raise ValueError(f"--port={port} is not a TCP port (1-65535)")
+  try:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+  except socket.gaierror as e:
+    raise ValueError(f"--host={host} does not resolve ({e.strerror}); give a name or address "
+                     "of this machine: 127.0.0.1 (this machine only) or 0.0.0.0 (every "
+                     "interface)") from None
+  with socket.socket(family, kind, proto) as probe:
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # As the server's socket.
+    try:
+      probe.bind(address)
+    except OSError as e:
+      remedy = ("stop the program using it or give another --port" if e.errno == errno.EADDRINUSE
+                else "give an address of this machine with --host, e.g. 127.0.0.1")
+      raise ValueError(f"cannot listen on {host}:{port}: {e.strerror}; {remedy}") from None
 
 
 def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "simclr_distill results",

@@ -303,12 +303,21 @@ def finalize(output_dir: str | os.PathLike, metas: Sequence[Mapping], *, source:
   """
   output_dir = pathlib.Path(output_dir)
   ids = [i for m in metas for i in m["ids"]]
-  if not ids:
-    raise ValueError(f"no patch converted into {output_dir}; see {output_dir / 'rejects.csv'}")
   rejects = [r for m in metas for r in m["rejects"]]
-  fileio.write_text(output_dir / "ids.txt", "".join(f"{i}\n" for i in ids))
+  # Written first, so the error below (nothing converted) can point at the reasons.
   fileio.write_text(output_dir / "rejects.csv", "patch,reason\n" + "".join(
       f"{name},{json.dumps(reason)}\n" for name, reason in rejects))
+  if not ids and not rejects:
+    raise ValueError(f"no patch converted into {output_dir}: {source} yielded none")
+  if not ids:
+    reasons = collections.Counter(reason.split(" (")[0].split(": ")[0]
+                                  for _, reason in rejects).most_common(3)
+    raise ValueError(f"no patch converted into {output_dir}: all {len(rejects)} were rejected "
+                     f"(most often: {'; '.join(f'{r} x{n}' for r, n in reasons)}); see "
+                     f"{output_dir / 'rejects.csv'} for each patch's reason, and check that "
+                     f"{source} is a BigEarthNet-S2 archive (one folder per patch with its band "
+                     ".tif files and labels JSON)")
+  fileio.write_text(output_dir / "ids.txt", "".join(f"{i}\n" for i in ids))
   if compute_stats:
     pixels = sum(m["pixels"] for m in metas)
     total = np.sum([m["band_sum"] for m in metas], 0)

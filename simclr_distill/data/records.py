@@ -102,9 +102,17 @@ class PreparedData:
       raise FileNotFoundError(
           f"{root} is not a prepared data directory (no {MANIFEST}); write one with "
           "`python -m stages.prepare` or omit --data_dir to use the embedded digits demo")
-    manifest = fileio.read_json(path)
+    remedy = (f"the manifest of {root} is damaged: rerun the `python -m stages.prepare` "
+              f"command that wrote it (it keeps the converted shards and writes the manifest "
+              f"again), or, for the digits demo, delete {root} and rerun")
+    manifest = fileio.read_json(path, remedy=remedy)
+    if not isinstance(manifest, dict):
+      raise ValueError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest; {remedy}")
     if manifest.get("format") != FORMAT:
       raise ValueError(f"{path} has format {manifest.get('format')!r}; this code reads {FORMAT!r}")
+    lacking = [k for k in ("shards", "image_shape", "label_keys", "schemes") if k not in manifest]
+    if lacking:
+      raise ValueError(f"{path} lacks {', '.join(lacking)}; {remedy}")
     missing = [s for s in manifest["shards"] if not (root / s).is_file()]
     if missing:
       raise ValueError(f"{root} lists {len(missing)} missing shard(s), e.g. {missing[0]}; "
@@ -201,7 +209,37 @@ class PreparedData:
     """
     if scheme not in self.schemes:
       raise ValueError(f"{self.root} has no labelling scheme {scheme!r}; it has {', '.join(self.schemes)}")
-    return splits_lib.read_split_lists(self.root / "splits" / scheme)
+    directory = self.root / "splits" / scheme
+    lists = splits_lib.read_split_lists(directory)
+    self._check_listed_ids(directory, lists)
+    return lists
+
+  def _check_listed_ids(self, directory: pathlib.Path, lists: Mapping[str, Sequence[str]]) -> None:
+    """Refuses split lists naming ids the records do not hold (an edited list, or lists of
+    other data): they would otherwise fail deep in TensorFlow, naming no id. Checked once per
+    process for each state of the files (a stat per call after that).
+
+    Raises:
+      ValueError: naming the list, how many ids are absent, a few of them, and what to do.
+    """
+    ids_path = self.root / "ids.txt"
+    if not ids_path.is_file():
+      return  # Nothing to check against; reading the records will say what is missing.
+    key = (str(directory.resolve()), _stamp(ids_path),
+           tuple((name, _stamp(directory / name)) for name in sorted(lists)))
+    if key in _CHECKED_LISTS:
+      return
+    known = set(self.ids())
+    for name, listed in sorted(lists.items()):
+      absent = [i for i in listed if i not in known]
+      if absent:
+        raise ValueError(
+            f"{directory / name} names {len(absent)} example id(s) absent from the records of "
+            f"{self.root} (e.g. {', '.join(absent[:3])}); every listed id must be in {ids_path}. "
+            "Fix the list, or prepare the data again (`python -m stages.prepare` writes the "
+            f"lists from the records; for the digits demo, delete {self.root} and rerun), or "
+            "give the --data_dir these lists were made for")
+    _CHECKED_LISTS.add(key)
 
   def label_key(self, scheme: str, task: str) -> str:
     """The record field holding the target: `label_<scheme>` (binary) or `class`."""
@@ -240,7 +278,8 @@ class PreparedData:
   def batches(self, batch_size: int, ids: Sequence[str] | None = None, *,
               shards: Sequence[str] | None = None, deterministic: bool = True,
               by_shard: bool = False, labels: bool | Sequence[str] = True) -> tf.data.Dataset:
-    """Streams parsed batches {"id", "image", <label keys>} of up to `batch_size` examples.
+    """Streams parsed batches {"id", "image", <label keys>} of up to `batch_size` examples
+    (never empty, except with `by_shard`, where a shard's batch may hold none of `ids`).
 
     Args:
       batch_size: records parsed together (a batch is smaller where `ids` drops records, and
@@ -275,7 +314,12 @@ class PreparedData:
         ex["shard"] = shard
       return ex
 
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if table is not None and not by_shard:
+      # A run of records holding none of `ids` parses to an empty batch; a model given one
+      # fails (oneDNN: "input depth must be evenly divisible by filter depth"), so drop them.
+      ds = ds.filter(lambda ex: tf.shape(ex["id"])[0] > 0)
+    return ds
 
   def examples(self, ids: Sequence[str] | None = None, *, shards: Sequence[str] | None = None,
                deterministic: bool = True, labels: bool | Sequence[str] = True) -> tf.data.Dataset:
@@ -283,6 +327,14 @@ class PreparedData:
     time, then split into examples. Arguments as for `batches`."""
     return self.batches(128, ids, shards=shards, deterministic=deterministic,
                         labels=labels).unbatch()
+
+
+_CHECKED_LISTS: set = set()  # Split directories found consistent with their ids.txt (by stamp).
+
+
+def _stamp(path: pathlib.Path) -> tuple[int, int]:
+  stat = path.stat()
+  return stat.st_mtime_ns, stat.st_size
 
 
 def id_table(ids: Sequence[str], values: np.ndarray, default: int) -> tf.lookup.StaticHashTable:

@@ -96,6 +96,7 @@ def read_split_lists(directory: str | pathlib.Path) -> dict[str, list[str]]:
 
   Raises:
     FileNotFoundError: if the directory or its test list is missing.
+    ValueError: for a list that is not text.
   """
   directory = pathlib.Path(directory)
   if not directory.is_dir():
@@ -103,7 +104,12 @@ def read_split_lists(directory: str | pathlib.Path) -> dict[str, list[str]]:
   splits = {}
   for path in sorted(directory.iterdir()):
     if path.name == TEST or path.name.startswith(("train_", "val_")):
-      splits[path.name] = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+      try:
+        text = path.read_text()
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a split list (not UTF-8 text: {e.reason} at byte "
+                         f"{e.start}); a list holds one example id per line") from None
+      splits[path.name] = [line.strip() for line in text.splitlines() if line.strip()]
   if TEST not in splits:
     raise FileNotFoundError(f"{directory} has no '{TEST}' list")
   return splits
