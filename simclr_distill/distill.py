@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import gc
 import logging
 import math
 import pathlib
@@ -836,6 +837,12 @@ def build_run_model(run: RunSpec, ctx: RunContext, steps: int, *, offline: bool)
             run.optimizer, run.learning_rate, schedule=run.schedule,
             total_steps=run.epochs * steps, warmup_steps=run.warmup_epochs * steps),
             steps_per_execution=ctx.steps_per_execution, jit_compile=ctx.jit_compile)
+  # Freed before training: what earlier runs and stages dropped (models not kept or no longer
+  # kept, loaded teachers, an earlier stage's models) and the network just built to re-initialise
+  # a kept model. Keras models sit in reference cycles, which only Python's full collection
+  # frees, and with TensorFlow loaded that runs once every several runs: memory climbed by a
+  # network a run until it did.
+  gc.collect()
   return distiller, student, teacher, key
 
 
