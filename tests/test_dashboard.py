@@ -331,7 +331,9 @@ def test_dashboard_filters_change_the_table_and_figures_in_chromium(smoke_study,
     assert f"finetune [{source}]" in before and f"baseline [{source}]" in before
     if pub:  # The published study beside the smoke reproduction.
       assert "distill [published]" in before and f"distill [{source}]" in before
-    driver.find_element(By.ID, "filter-stage").click()
+    # Waited for, not found at once: on a loaded machine the dropdowns can still be rendering.
+    browser.wait_for(lambda: driver.find_elements(By.ID, "filter-stage"), 30,
+                     "the stage filter")[0].click()
     option = browser.wait_for(lambda: [o for o in driver.find_elements(By.CSS_SELECTOR, "[role=option]")
                                        if o.text.strip() == "distill"], 10, "the stage options")[0]
     option.click()
