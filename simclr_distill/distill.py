@@ -983,5 +983,5 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
     shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
   ctx.keep_warm(key, distiller)
   if row.get("checkpoint"):  # On disk relative to the workdir; in this process, where it is.
-    row["checkpoint"] = str(run_dir / CHECKPOINT)
+    row["checkpoint"] = str((run_dir / CHECKPOINT).absolute())
   return row
