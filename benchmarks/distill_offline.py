@@ -5,7 +5,7 @@
 
 Both sides train the same student architecture (same initial weights) with Adam on the same
 in-memory images, same batch and `steps_per_execution`; the input pipeline is out of the
-comparison (see `benchmarks.input_pipeline`). "ours": `distill.Distiller` with the study's hard
+comparison (see `benchmarks.input_pipeline`). "ours": `distiller.Distiller` with the study's hard
 pseudo-labels from cached logits carried in the batch, with its training metrics (AUC,
 agreement, KL, loss trackers). "reference": `student.fit` with binary cross-entropy on hard
 labels and no metrics. Target: ratio >= 0.95.
@@ -25,14 +25,14 @@ def run_scale(scale: common.Scale, work, report: common.Report) -> None:
   import keras
   import numpy as np
 
-  from simclr_distill import distill
+  from simclr_distill.training import distiller
 
   images = common.synthetic_images(scale)
   shape, count = images.shape[1:], len(images)
   logits = np.random.default_rng(1).standard_normal((count, 1)).astype(np.float32)
   labels = (logits > 0).astype(np.float32)
 
-  ours = distill.Distiller(common.build(scale, scale.student, shape), task="binary",
+  ours = distiller.Distiller(common.build(scale, scale.student, shape), task="binary",
                            loss_kind="hard")
   ours.compile(optimizer=keras.optimizers.Adam(1e-4), steps_per_execution=scale.steps_per_execution)
   plain = common.build(scale, scale.student, shape)

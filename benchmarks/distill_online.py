@@ -5,7 +5,7 @@ step vs `keras.distillation.Distiller`, and vs the study's own loop.
 
 All sides train the same student architecture (same initial weights) with Adam on the same
 in-memory images and batch, under the same frozen teacher network:
-  ours     `distill.Distiller(student, teacher=...)` with the study's hard pseudo-labels, the
+  ours     `distiller.Distiller(student, teacher=...)` with the study's hard pseudo-labels, the
            teacher saved as a checkpoint and loaded as the stages load it (`load_teacher`,
            BatchNormalization folded into the convolutions: `simclr_distill.inference`); one
            traced step runs the teacher (inference mode), the loss and the update;
@@ -51,7 +51,7 @@ def run_scale(scale: common.Scale, work, report: common.Report) -> None:
   import numpy as np
   import tensorflow as tf
 
-  from simclr_distill import distill
+  from simclr_distill.training import distiller
 
   images = common.synthetic_images(scale)
   shape, count = images.shape[1:], len(images)
@@ -61,7 +61,7 @@ def run_scale(scale: common.Scale, work, report: common.Report) -> None:
   teacher = common.stage_teacher(teacher_model, work, f"bench-{scale.name}-{scale.teacher}",
                                  images[:16])
 
-  ours = distill.Distiller(common.build(scale, scale.student, shape), task="binary",
+  ours = distiller.Distiller(common.build(scale, scale.student, shape), task="binary",
                            loss_kind="hard", teacher=teacher)
   ours.compile(optimizer=keras.optimizers.Adam(1e-4), steps_per_execution=scale.steps_per_execution)
   theirs = keras.distillation.Distiller(

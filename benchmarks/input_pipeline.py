@@ -3,7 +3,7 @@
   python -m benchmarks.input_pipeline [--scales=small,paper] [--repeats=5]
 
 One offline-distillation `Distiller` (cached teacher logits, hard pseudo-labels) trains on:
-  ours       the stage's own training stream, `distill.RunDatasets.train()`: TFRecords read,
+  ours       the stage's own training stream, `rundata.RunDatasets.train()`: TFRecords read,
              parsed, standardised, filtered to the run's unlabelled pool, shuffled, batched,
              joined to the cached logits; read every epoch (the paper preset: 590k patches fit
              no memory), and at the small scale also cached after the first pass (the demo);
@@ -29,7 +29,8 @@ def run_scale(scale: common.Scale, work: pathlib.Path, report: common.Report) ->
   import numpy as np
   import tensorflow as tf
 
-  from simclr_distill import distill, matrix, teachers
+  from simclr_distill import matrix, teachers
+  from simclr_distill.training import context, distiller, rundata
 
   data = common.prepared_data(scale, work)
   entry = teachers.TeacherEntry(teacher_id="bench", labeling="basic", split_percent=10, path="-")
@@ -40,16 +41,16 @@ def run_scale(scale: common.Scale, work: pathlib.Path, report: common.Report) ->
       head=scale.head, dropout=0.25, width=scale.width, dataset=data.fingerprint(), teacher=entry)
   all_ids = np.asarray(data.ids())
   logits = np.random.default_rng(0).standard_normal((len(all_ids), 1)).astype(np.float32)
-  model = distill.Distiller(common.build(scale, scale.student, data.image_shape), task="binary",
+  model = distiller.Distiller(common.build(scale, scale.student, data.image_shape), task="binary",
                             loss_kind="hard")
   model.compile(optimizer=keras.optimizers.Adam(1e-4), steps_per_execution=scale.steps_per_execution)
   # The paper preset streams the records every epoch (590k patches fit no memory); the demo
   # caches the decoded examples after the first pass. The small scale is timed both ways.
   for cache in ((True, False) if scale.name == "small" else (False,)):
-    ctx = distill.RunContext(workdir=work / f"runs-{scale.name}", data=data,
+    ctx = context.RunContext(workdir=work / f"runs-{scale.name}", data=data,
                              strategy=tf.distribute.get_strategy(), cache=cache,
                              steps_per_execution=scale.steps_per_execution)
-    datasets = distill.RunDatasets(run, ctx, (all_ids, logits))
+    datasets = rundata.RunDatasets(run, ctx, (all_ids, logits))
     pool_ids, images, _ = common.in_memory(data, datasets.train_ids)
     row = {i: r for r, i in enumerate(all_ids.tolist())}
     in_memory = tf.data.Dataset.from_tensor_slices((images, {

@@ -9,7 +9,7 @@
 2. The fixed cost of one run, measured: building the student, `Distiller` and optimizer, and
    the first training step (tracing), against the steady-state step time; for the first run of
    an architecture in a process and for a second run of it in the same process (what
-   `stage3.train_runs` does for every run after the first: the runtime, the imports, the data
+   `loop.train_runs` does for every run after the first: the runtime, the imports, the data
    and the teachers are paid once per process), plus the start-up of a fresh process (Python,
    TensorFlow, the library), and for a later run that re-initialises the kept, traced model of
    a finished run (`RunContext.reuse_models`, on by default) instead of building and tracing
@@ -34,8 +34,9 @@ FLAGS = flags.FLAGS
 
 
 def teacher_passes(report: common.Report) -> None:
+  from simclr_distill import matrix
   from simclr_distill import config as config_lib
-  from simclr_distill import matrix, stage3
+  from simclr_distill.steps import zoo as zoo_step
   from simclr_distill.teachers import TeacherEntry
 
   zoo = [TeacherEntry(teacher_id=f"{enc}-{scheme}-{pct}", encoder=enc, labeling=scheme,
@@ -45,7 +46,7 @@ def teacher_passes(report: common.Report) -> None:
          for pct in config_lib.STUDY_SPLIT_PERCENTS]
   config = config_lib.PRESETS["paper"]
   runs = [r for r in matrix.build_matrix(config, zoo, "bench") if r.stage == "distill"]
-  cached = len(stage3.members({r.teacher.teacher_id: r.teacher for r in runs}.values()))
+  cached = len(zoo_step.members({r.teacher.teacher_id: r.teacher for r in runs}.values()))
   in_step = sum(r.epochs for r in runs)
   report.figure("paper", "distillation runs in the paper matrix", len(runs), "runs")
   report.figure("paper", "teacher passes over the data, label cache (offline)", cached, "passes")
@@ -56,7 +57,7 @@ def teacher_passes(report: common.Report) -> None:
 
 def _process_start() -> float:
   start = time.perf_counter()
-  subprocess.run([sys.executable, "-c", "import simclr_distill.distill, simclr_distill.stage3"],
+  subprocess.run([sys.executable, "-c", "import simclr_distill.steps.distill"],
                  check=True, capture_output=True)
   return time.perf_counter() - start
 
@@ -66,7 +67,7 @@ def fixed_cost(scale: common.Scale, report: common.Report) -> None:
   import numpy as np
   import tensorflow as tf
 
-  from simclr_distill import distill
+  from simclr_distill.training import distiller, networks
 
   shape = (120, 120, 10) if scale.name == "paper" else (8, 8, 1)
   count = scale.batch_size * 8
@@ -80,10 +81,10 @@ def fixed_cost(scale: common.Scale, report: common.Report) -> None:
   for which in ("first", "second", "reused"):
     start = time.perf_counter()
     if which == "reused":  # What execute_run does with a kept model (RunContext.reuse_models).
-      if not distill.reinitialise(model, common.build(scale, scale.student, shape, seed=1), 1e-4):
+      if not networks.reinitialise(model, common.build(scale, scale.student, shape, seed=1), 1e-4):
         raise RuntimeError("the kept model could not be re-initialised")
     else:
-      model = distill.Distiller(common.build(scale, scale.student, shape), task="binary",
+      model = distiller.Distiller(common.build(scale, scale.student, shape), task="binary",
                                 loss_kind="hard")
       model.compile(optimizer=keras.optimizers.Adam(1e-4),
                     steps_per_execution=scale.steps_per_execution)

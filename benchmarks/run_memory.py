@@ -6,7 +6,7 @@
 Issue 17: ten Xception runs in one process grew from 3.75 to 4.97 GB peak (~+130 MB a run)
 and each ran slower than the last. This benchmark trains `--runs` distillation runs of one
 architecture (seeds 0..N-1, one digits teacher, offline teaching) in this process the way a
-matrix does (`stage3.train_runs`), and prints after each run: the resident memory (VmRSS),
+matrix does (`loop.train_runs`), and prints after each run: the resident memory (VmRSS),
 the peak during that run (VmHWM, reset before each run through /proc/self/clear_refs), the
 peak so far, and the run's seconds. Then the slope of memory over runs 2..N (MiB per run,
 least squares) and the time of the last runs against the second's.
@@ -107,20 +107,23 @@ def _robust_slope(x, y) -> float:
 
 def _prepare(workdir: pathlib.Path) -> None:
   """The demo zoo (one cnn teacher) and its cached labels, in a process of their own."""
-  from simclr_distill import stage3
+  from simclr_distill.steps import label
 
-  stage3.run_labelling(_config(workdir))
+  label.run(_config(workdir))
 
 
 def _measure(workdir: pathlib.Path) -> list[dict]:
-  from simclr_distill import matrix, models, stage3
+  from simclr_distill import matrix, models
+  from simclr_distill.steps import label, zoo
+  from simclr_distill.training import context, loop
 
   config = _config(workdir)
-  ctx = stage3.make_context(config)
+  ctx = context.make_context(config)
   models.check_input_size(FLAGS.arch, ctx.data.image_shape)
-  zoo = stage3.load_zoo(config, ctx)
-  runs = [r for r in matrix.build_matrix(config, zoo, ctx.data.fingerprint()) if r.stage == "distill"]
-  stage3._prepare_teachers(config, ctx, runs)
+  teachers = zoo.load_zoo(config, ctx)
+  runs = [r for r in matrix.build_matrix(config, teachers, ctx.data.fingerprint())
+          if r.stage == "distill"]
+  label.prepare_teachers(config, ctx, runs)
   rows: list[dict] = []
   start = _status()
   print(f"before the runs: RSS {start['VmRSS']:.0f} MiB, peak {start['VmHWM']:.0f} MiB", flush=True)
@@ -147,7 +150,7 @@ def _measure(workdir: pathlib.Path) -> list[dict]:
     _reset_peak()
     clock = time.perf_counter()
 
-  stage3.train_runs(runs, ctx, "bench", after=after)
+  loop.train_runs(runs, ctx, "bench", after=after)
   return rows
 
 

@@ -128,6 +128,19 @@ class RunSpec:
       parts.append("classes " + "+".join(map(str, self.student_classes)))
     return " / ".join(parts)
 
+  @property
+  def root_teacher_id(self) -> str:
+    """The zoo teacher (or ensemble) at the start of this run's chain of generations."""
+    return root_teacher_id(self)
+
+  @property
+  def display_arch(self) -> str:
+    """The architecture as the results table shows it: "same:<teacher's arch>" for a copy of
+    the teacher's own network."""
+    if self.arch == SAME_ARCH and self.teacher and self.teacher.arch:
+      return f"{self.arch}:{self.teacher.arch}"
+    return self.arch
+
   def axes(self) -> dict[str, Any]:
     """The values `--only` filters on and the results table records."""
     t = self.teacher

@@ -33,38 +33,12 @@ import tensorflow as tf
 
 from simclr_distill import fileio, provenance, results
 from simclr_distill.data import records
+from simclr_distill.study_config import ProbeConfig
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS = "probe_predictions.parquet"
 RANDOM_INIT = "none"
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbeConfig:
-  """Which labelled splits train the probes, and how.
-
-  Attributes:
-    schemes: labelling schemes to probe (empty: every scheme of the data).
-    split_percents: the `train_P` lists that train the probes (those present in the data).
-    layer: the network's layer whose output is the representation ("projection_512", where
-      the fine-tuning head attaches).
-    neighbours: k of the k-NN probe.
-    max_examples: at most this many examples of a list are used (a seeded subset), so a probe
-      stays cheap on the full BigEarthNet splits.
-  """
-
-  schemes: tuple[str, ...] = ()
-  split_percents: tuple[int, ...] = (3, 10, 100)
-  layer: str = "projection_512"
-  neighbours: int = 5
-  max_examples: int = 20_000
-
-  def __post_init__(self):
-    if self.neighbours < 1:
-      raise ValueError(f"probe neighbours={self.neighbours} must be >= 1")
-    if self.max_examples < 2:
-      raise ValueError(f"probe max_examples={self.max_examples} must be >= 2")
 
 
 def features(network: keras.Model, data: records.PreparedData, ids: Sequence[str], layer: str,

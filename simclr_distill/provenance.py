@@ -17,15 +17,18 @@ verifies as it did where it was made.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
 import pathlib
 import shutil
+import subprocess
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+import simclr_distill
 from simclr_distill import fileio, results
 from simclr_distill.data import splits as splits_lib
 
@@ -183,16 +186,22 @@ def verdict(workdir: str | os.PathLike, run_id: str, inputs: Mapping[str, str] |
 def supersede(workdir: str | os.PathLike, run_id: str) -> pathlib.Path | None:
   """Moves a finished run's files to `runs/<run_id>/superseded/<time>/` so it trains afresh
   (nothing is deleted). Returns that directory, or None when there was nothing to move."""
-  run_dir = pathlib.Path(workdir) / results.RUNS / run_id
-  moving = [p for p in run_dir.iterdir() if p.name not in (SUPERSEDED, ".claim")] if (
-      run_dir.is_dir()) else []
+  # The row first: once it is gone the run counts as unfinished, whatever a kill leaves.
+  return supersede_dir(pathlib.Path(workdir) / results.RUNS / run_id, first=results.ROW_FILE)
+
+
+def supersede_dir(directory: pathlib.Path, *, first: str) -> pathlib.Path | None:
+  """Moves everything in `directory` (but earlier superseded files and a claim) to
+  `directory/superseded/<time>/`, the file `first` first: the one whose presence marks the
+  work finished. Returns that directory, or None when there was nothing to move."""
+  moving = [p for p in directory.iterdir() if p.name not in (SUPERSEDED, ".claim")] if (
+      directory.is_dir()) else []
   if not moving:
     return None
   stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S.%fZ")
-  target = run_dir / SUPERSEDED / stamp
+  target = directory / SUPERSEDED / stamp
   target.mkdir(parents=True)
-  # The row first: once it is gone the run counts as unfinished, whatever a kill leaves.
-  for p in sorted(moving, key=lambda p: p.name != results.ROW_FILE):
+  for p in sorted(moving, key=lambda p: p.name != first):
     shutil.move(str(p), str(target / p.name))
   return target
 
@@ -262,3 +271,15 @@ def inputs_of(data, keys: Sequence[str], digests: Mapping[str, str] | None = Non
   when the caller has them)."""
   digests = split_digests(data, data.schemes) if digests is None else digests
   return {"data": data_digest(data.root, data.shards), **{k: digests[k] for k in keys if k in digests}}
+
+
+@functools.lru_cache(maxsize=None)
+def code_version() -> str:
+  """The package version plus the git commit of its checkout, when there is one."""
+  try:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=pathlib.Path(simclr_distill.__file__).parent,
+        capture_output=True, text=True, timeout=5).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    commit = ""
+  return f"{simclr_distill.__version__}+{commit}" if commit else simclr_distill.__version__

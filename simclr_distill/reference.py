@@ -28,40 +28,14 @@ import pandas as pd
 import scipy.special
 import tensorflow as tf
 
-from simclr_distill import fileio, provenance, results, stats
+from simclr_distill import fileio, provenance, results, scoring, stats
 from simclr_distill.data import records
 from simclr_distill.data import splits as splits_lib
+from simclr_distill.study_config import ReferenceConfig
 
 log = logging.getLogger(__name__)
 
 METHODS = ("label_spreading",)
-
-
-@dataclasses.dataclass(frozen=True)
-class ReferenceConfig:
-  """Label spreading's settings.
-
-  Attributes:
-    neighbours: k of the k-nearest-neighbour graph.
-    alpha: clamping factor (0 keeps the labelled examples' labels; scikit-learn's 0.2).
-    max_pool: at most this many pool examples (a seeded subset; the labelled split always in).
-    max_features: images with more values are average-pooled spatially to at most this many.
-    seed: seeds the pool subset.
-  """
-
-  neighbours: int = 10
-  alpha: float = 0.2
-  max_pool: int = 20_000
-  max_features: int = 1024
-  seed: int = 0
-
-  def __post_init__(self):
-    if self.neighbours < 1:
-      raise ValueError(f"reference neighbours={self.neighbours} must be >= 1")
-    if not 0 <= self.alpha < 1:
-      raise ValueError(f"reference alpha={self.alpha} must be in [0, 1)")
-    if self.max_pool < 2 or self.max_features < 1:
-      raise ValueError("reference max_pool must be >= 2 and max_features >= 1")
 
 
 def pooling_factor(image_shape, max_features: int) -> int:
@@ -111,8 +85,6 @@ def label_spreading(data: records.PreparedData, workdir: str | pathlib.Path, *, 
       `retrain_stale`: it is computed again).
   """
   from sklearn.semi_supervised import LabelSpreading
-
-  from simclr_distill.distill import code_version, score
 
   settings = _settings(config, scheme, percent, task, data.fingerprint())
   rid = run_id(settings)
@@ -170,8 +142,8 @@ def label_spreading(data: records.PreparedData, workdir: str | pathlib.Path, *, 
          "task": task, "model": "label_spreading", "labeling": scheme, "split_percent": percent,
          "arch": "label_spreading", "method": method, "init": "scratch", "seed": config.seed,
          "loss_kind": "", "train_examples": len(train_ids), "test_examples": len(frame),
-         "dataset": data.fingerprint(), "preset": preset, "code_version": code_version(),
-         **score(frame, task)}
+         "dataset": data.fingerprint(), "preset": preset, "code_version": provenance.code_version(),
+         **scoring.score(frame, task)}
   row["collapsed"] = "test" if stats.predicts_one_class(
       stats.load_predictions_frame(frame)["predicted"]) else ""
   row["wall_seconds"] = time.perf_counter() - start

@@ -40,6 +40,58 @@ COLUMNS = STUDY_COLUMNS + (
     "wall_seconds", "images_per_second", "checkpoint", "dataset", "preset", "code_version",
     "finished_at", "schema_version")
 GROUP_METRICS = ("f1", "f0.5", "auc", "accuracy", "agreement", "teacher_kl")
+# What a row derived from finished runs (the ensemble of a chain's generations) takes from the
+# run it is built on: how the runs were made, not what they measured.
+SETTING_COLUMNS = (
+    "protocol", "task", "model", "labeling", "split_percent", "arch", "encoder", "encoder_optimizer",
+    "teacher_mode", "teacher_members", "ensemble_combine", "augment", "mixup", "pool_balance",
+    "student_optimizer", "learning_rate", "schedule", "loss_kind", "temperature", "alpha",
+    "student_classes", "max_epochs", "batch_size", "replicas", "seed", "test_examples",
+    "train_examples", "dataset", "preset", "code_version")
+
+
+def run_row(run, *, epochs_run: int, best_epoch: int, selected_epoch: int, selected: bool,
+            batch_size: int, replicas: int, steps_per_epoch: int, train_examples: int,
+            test_examples: int, dtype_policy: str, jit_compile: bool, steps_per_execution: int,
+            preset: str, code_version: str, images_per_second: float) -> dict[str, Any]:
+  """The results row of a trained run (a `matrix.RunSpec`), before its scores: what the run
+  is (its settings, as the table's columns name them) and how its training went.
+
+  Args:
+    run: the run.
+    epochs_run, best_epoch, selected_epoch: epochs trained, the best on the monitor, and the
+      one whose weights were kept and scored.
+    selected: whether model selection ran (validated runs); else the last epoch is kept.
+    batch_size: the global batch; replicas, steps_per_epoch, train_examples, test_examples,
+      dtype_policy, jit_compile, steps_per_execution, preset, code_version, images_per_second:
+      as measured or configured for this run.
+  """
+  axes = run.axes()
+  teacher = run.teacher
+  distilling = run.stage == "distill"
+  return {
+      "run_id": run.run_id, "stage": run.stage, "protocol": run.protocol, "task": run.task,
+      "model": axes["encoder"], "labeling": run.labeling, "split_percent": run.split_percent,
+      "arch": run.display_arch, "teacher_id": axes["teacher_id"], "encoder": axes["encoder"],
+      "encoder_optimizer": axes["encoder_optimizer"], "freeze": run.freeze, "init": run.init,
+      "method": run.method, "teacher_mode": run.teacher_mode if teacher else "",
+      "teacher_members": "+".join(m.teacher_id for m in teacher.members) if teacher else "",
+      "ensemble_combine": teacher.combine if teacher else "",
+      "generation": run.generation if distilling else None,
+      "root_teacher_id": run.root_teacher_id, "augment": run.augment, "mixup": run.mixup,
+      "pool_balance": run.pool_balance, "student_optimizer": run.optimizer,
+      "learning_rate": run.learning_rate, "schedule": run.schedule,
+      "loss_kind": run.loss.kind if distilling else "supervised",
+      "temperature": run.loss.temperature, "alpha": run.loss.alpha,
+      "student_classes": ",".join(map(str, run.student_classes)),
+      "epochs_run": epochs_run, "best_epoch": best_epoch, "selected_epoch": selected_epoch,
+      "select": run.select if selected else "last", "monitor": run.monitor if selected else "",
+      "max_epochs": run.epochs, "batch_size": batch_size, "replicas": replicas, "seed": run.seed,
+      "steps_per_epoch": steps_per_epoch, "dtype_policy": dtype_policy, "jit_compile": jit_compile,
+      "steps_per_execution": steps_per_execution, "train_examples": train_examples,
+      "test_examples": test_examples, "dataset": run.dataset, "preset": preset,
+      "code_version": code_version, "images_per_second": images_per_second,
+  }
 
 
 def row_path(workdir: str | pathlib.Path, run_id: str) -> pathlib.Path:

@@ -1,13 +1,13 @@
-"""One process of the multi-worker tests: `distill.execute_run` of one run on the digits demo.
+"""One process of the multi-worker tests: `executor.execute_run` of one run on the digits demo.
 
 tests/test_faults_multiworker.py starts it as `python tests/multiworker_worker.py SPEC.json`,
 alone or once per worker of a cluster (TF_CONFIG set). SPEC is a JSON object:
 
   data_dir, labels_dir, workdir: prepared digits data, the label caches of teacher "t" (for
     stage "distill"), and the run's workdir (shared by all workers).
-  strategy: a `distill.build_strategy` name; logical_cpus: CPU devices of this process.
+  strategy: a `runtime.build_strategy` name; logical_cpus: CPU devices of this process.
   collective_timeout: seconds after which a collective still waiting for a peer fails.
-  stage ("baseline", or "distill" offline on teacher "t"), arch, epochs, batch_size (per
+  stage ("baseline", or "distill" offline on teacher "t", or "pretrain": stage 1), arch, epochs, batch_size (per
     replica), optimizer, learning_rate, seed, early_stopping: the run.
   hold_at_epoch, hold_worker, marker_dir: worker `hold_worker` stops at the start of epoch
     `hold_at_epoch` (counted from 0: that many epochs are finished and checkpointed), touches
@@ -31,10 +31,12 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from simclr_distill import scoring, study_config, teachers  # noqa: E402
 from simclr_distill import config as config_lib  # noqa: E402
-from simclr_distill import distill, teachers  # noqa: E402
 from simclr_distill.data import records  # noqa: E402
 from simclr_distill.matrix import RunSpec  # noqa: E402
+from simclr_distill.steps import pretrain as pretrain_step  # noqa: E402
+from simclr_distill.training import context, executor, runtime  # noqa: E402
 
 TEACHER = teachers.TeacherEntry("t", "basic", 10, "t.keras", output="logits")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
@@ -85,15 +87,17 @@ def main(spec_path: str) -> None:
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"])
-  strategy = distill.build_strategy(spec["strategy"],
+  strategy = runtime.build_strategy(spec["strategy"],
                                     collective_timeout=spec.get("collective_timeout"))
   data = records.PreparedData.open(spec["data_dir"])
-  ctx = distill.RunContext(workdir=spec["workdir"], data=data, strategy=strategy,
+  ctx = context.RunContext(workdir=spec["workdir"], data=data, strategy=strategy,
                            labels_dir=spec.get("labels_dir"), shuffle_buffer=4096)
+  if spec["stage"] == "pretrain":
+    return pretrain(spec, data, strategy)
   run = run_spec(spec, data)
   epochs_trained, scored = [], []
   hold = spec.get("hold_at_epoch")
-  on_epoch_end, predict_test = distill._ProgressLogger.on_epoch_end, distill.predict_test
+  on_epoch_end, predict_test = executor.ProgressLogger.on_epoch_end, scoring.predict_test
 
   def counting_epoch_end(self, epoch, logs=None):
     epochs_trained.append(epoch)
@@ -108,16 +112,40 @@ def main(spec_path: str) -> None:
     scored.append(student)
     return predict_test(student, *args, **kwargs)
 
-  distill._ProgressLogger.on_epoch_end = counting_epoch_end
-  distill._ProgressLogger.on_epoch_begin = hold_at_epoch_begin
-  distill.predict_test = keeping_student
+  executor.ProgressLogger.on_epoch_end = counting_epoch_end
+  executor.ProgressLogger.on_epoch_begin = hold_at_epoch_begin
+  scoring.predict_test = keeping_student
   writes: list[str] = []
   watch_writes(pathlib.Path(spec["workdir"]), writes)
-  row = distill.execute_run(run, ctx)
+  row = executor.execute_run(run, ctx)
   out = pathlib.Path(spec["out"])
   np.savez(out.with_suffix(".npz"), *(scored[-1].get_weights() if scored else []))
   out.write_text(json.dumps({"row": row, "is_writer": ctx.is_writer, "replicas": ctx.replicas,
                              "epochs_trained": epochs_trained, "writes": writes}, default=str))
+
+
+def pretrain(spec: dict, data: records.PreparedData, strategy) -> None:
+  """Stage 1 (`steps.pretrain.run_pretraining`, no probes) of a small SimCLR network; reports
+  the writes, whether this process writes, and the epochs it trained."""
+  cfg = study_config.PretrainConfig(name="mw", arch="mlp", width=16, optimizer="sgd",
+                                    learning_rate=0.05, temperature=0.5,
+                                    batch_size=spec["batch_size"], epochs=spec["epochs"],
+                                    policy="affine")
+  epochs_trained = []
+  on_epoch_end = executor.ProgressLogger.on_epoch_end
+
+  def counting_epoch_end(self, epoch, logs=None):
+    epochs_trained.append(epoch)
+    on_epoch_end(self, epoch, logs)
+
+  executor.ProgressLogger.on_epoch_end = counting_epoch_end
+  writes: list[str] = []
+  watch_writes(pathlib.Path(spec["workdir"]), writes)
+  path = pretrain_step.run_pretraining(cfg, data, spec["workdir"], strategy=strategy, probe=None)
+  pathlib.Path(spec["out"]).write_text(json.dumps({
+      "checkpoint": str(path), "is_writer": runtime.is_writer(strategy),
+      "replicas": strategy.num_replicas_in_sync, "epochs_trained": epochs_trained,
+      "writes": writes}))
 
 
 if __name__ == "__main__":

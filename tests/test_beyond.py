@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from simclr_distill import labelling, losses, matrix, metrics, results, scoring, selection
 from simclr_distill import config as C
-from simclr_distill import distill, losses, matrix, metrics, results, selection, stage3
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import digits, records
 from simclr_distill.data import splits as splits_lib
+from simclr_distill.training import context, distiller, executor, rundata, runtime
 from tests.test_matrix import study_zoo
 from tests.test_stages import stage
 
@@ -54,7 +55,7 @@ def digits_context(tmp_path_factory):
   root = tmp_path_factory.mktemp("digits")
   digits.prepare_digits(root / "data", percents=(10, 100))
   data = records.PreparedData.open(root / "data")
-  ctx = distill.RunContext(workdir=root, data=data, strategy=tf.distribute.get_strategy(),
+  ctx = context.RunContext(workdir=root, data=data, strategy=tf.distribute.get_strategy(),
                            shuffle_buffer=256)
   return ctx
 
@@ -72,12 +73,12 @@ def _run(mode, *, augment="mild_crop", mixup=0.0):
 def _one_step(ctx, run):
   """Trains one step on the run's first batch; returns (batch images, teacher's input,
   student's input)."""
-  datasets = distill.RunDatasets(run, ctx, cached=None, teacher_in_targets=False)
+  datasets = rundata.RunDatasets(run, ctx, cached=None, teacher_in_targets=False)
   images, targets = next(iter(datasets.train()))
   shape = ctx.data.image_shape
   teacher = teachers_lib.Teacher(run.teacher, RecordingNet(shape, 1), "logits")
   student = RecordingNet(shape, 2)
-  model = distill.Distiller(student, task="binary", loss_kind="soft_kl", teacher=teacher)
+  model = distiller.Distiller(student, task="binary", loss_kind="soft_kl", teacher=teacher)
   model.compile(optimizer=keras.optimizers.SGD(0.1))
   model.fit(datasets.train().take(1), epochs=1, verbose=0)
   return (images, targets, teacher.model.recorder.seen.numpy(),
@@ -121,8 +122,8 @@ def test_independent_teaching_gives_each_network_its_own_view(digits_context):
 
 def test_a_seed_repeats_the_views_and_mixup(digits_context):
   run = _run("consistent", mixup=1.0)
-  first = distill.RunDatasets(run, digits_context, None, teacher_in_targets=False).train()
-  again = distill.RunDatasets(run, digits_context, None, teacher_in_targets=False).train()
+  first = rundata.RunDatasets(run, digits_context, None, teacher_in_targets=False).train()
+  again = rundata.RunDatasets(run, digits_context, None, teacher_in_targets=False).train()
   for (a, _), (b, _) in zip(first.take(2), again.take(2)):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -222,13 +223,13 @@ def test_model_selection_names_the_metrics_when_the_monitor_is_not_logged(tmp_pa
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
-  schedule = distill.learning_rate_schedule(1e-3, "cosine", total_steps=100, warmup_steps=10)
+  schedule = runtime.learning_rate_schedule(1e-3, "cosine", total_steps=100, warmup_steps=10)
   rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
   assert rates[0] == 0.0 and rates[1] == pytest.approx(5e-4) and rates[2] == pytest.approx(1e-3)
   assert rates[3] == pytest.approx(5e-4, rel=1e-3) and rates[4] == pytest.approx(0.0, abs=1e-9)
-  assert distill.learning_rate_schedule(0.1, "constant") == 0.1
+  assert runtime.learning_rate_schedule(0.1, "constant") == 0.1
   # The optimizer reads it at its own step, which BackupAndRestore restores on a resume.
-  opt = distill.build_optimizer("adam", 1e-3, schedule="cosine", total_steps=100, warmup_steps=10)
+  opt = runtime.build_optimizer("adam", 1e-3, schedule="cosine", total_steps=100, warmup_steps=10)
   opt.build([keras.Variable(np.zeros(1, np.float32))])
   opt.iterations.assign(55)
   assert float(opt.learning_rate) == pytest.approx(5e-4, rel=1e-3)
@@ -310,7 +311,7 @@ def beyond(smoke_study, tmp_path_factory):
 
 
 def _predictions(workdir, run_id):
-  return pd.read_parquet(workdir / "runs" / run_id / distill.PREDICTIONS).set_index("id")
+  return pd.read_parquet(workdir / "runs" / run_id / executor.PREDICTIONS).set_index("id")
 
 
 def test_the_methods_matrix_writes_a_row_per_run_and_generation_ensemble(beyond):
@@ -340,7 +341,7 @@ def test_an_offline_ensemble_teaches_the_combination_of_its_members_logits(beyon
   saved = _predictions(workdir, row["run_id"])
   member_logits = []
   for member in row["teacher_members"].split("+"):
-    ids, logits = stage3.labelling.load_cached_logits(workdir / "labels", member)
+    ids, logits = labelling.load_cached_logits(workdir / "labels", member)
     member_logits.append(pd.Series(logits[:, 0], index=ids).loc[saved.index].to_numpy())
   want = 1 / (1 + np.exp(-np.mean(member_logits, axis=0)))
   np.testing.assert_allclose(saved["teacher_prob"], want, rtol=1e-5)
@@ -367,7 +368,7 @@ def test_born_again_generation_two_learns_from_generation_ones_student(beyond):
   want = (_predictions(workdir, gen1)["student_logit"] + _predictions(workdir, gen2)["student_logit"]) / 2
   got = _predictions(workdir, ensemble["run_id"])
   np.testing.assert_allclose(got["student_logit"], want.loc[got.index], rtol=1e-6)
-  scored = distill.score(got.reset_index(), "binary")
+  scored = scoring.score(got.reset_index(), "binary")
   assert ensemble["f1"] == pytest.approx(scored["f1"])
   assert ensemble["agreement"] == pytest.approx(scored["agreement"])
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simclr_distill import distill, losses
+from simclr_distill import losses
 from simclr_distill.teachers import Teacher, TeacherEntry
+from simclr_distill.training import context, distiller, executor, rundata, runtime
 
 N, BATCH = 64, 16
 
@@ -36,7 +37,7 @@ def _train(strategy, *, online, kind="soft_kl", alpha=0.3, initial=None):
     if initial is not None:
       student.set_weights(initial)
     teacher = Teacher(TeacherEntry("t", "basic", 1, "t.keras"), _net(1), "logits") if online else None
-    model = distill.Distiller(student, task="binary", loss_kind=kind, temperature=2.0, alpha=alpha,
+    model = distiller.Distiller(student, task="binary", loss_kind=kind, temperature=2.0, alpha=alpha,
                               teacher=teacher)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
   history = model.fit(_data(teacher_model, not online), epochs=3, verbose=0, shuffle=False)
@@ -55,7 +56,7 @@ def test_offline_cached_logits_and_online_teacher_train_identically():
 def test_loss_is_the_pure_function_of_the_batch():
   student, teacher = _net(2), _net(1)
   x, targets = next(iter(_data(teacher, True)))
-  model = distill.Distiller(student, task="binary", loss_kind="hard", alpha=0.25)
+  model = distiller.Distiller(student, task="binary", loss_kind="hard", alpha=0.25)
   got = model.compute_loss(x, targets, student(x))
   want = losses.distillation_loss(targets["teacher"], student(x), targets["label"], targets["mask"],
                                   task="binary", kind="hard", alpha=0.25)
@@ -64,7 +65,7 @@ def test_loss_is_the_pure_function_of_the_batch():
 
 def test_build_strategy_mirrors_over_the_logical_cpus(mirrored_strategy):
   # Only inspected, never used: a second strategy's collectives would clash with the shared one.
-  assert distill.build_strategy("mirrored").num_replicas_in_sync == 2
+  assert runtime.build_strategy("mirrored").num_replicas_in_sync == 2
 
 
 def test_mirrored_strategy_over_two_cpus_matches_a_single_device(mirrored_strategy):
@@ -81,10 +82,10 @@ def test_mirrored_strategy_over_two_cpus_matches_a_single_device(mirrored_strate
 
 
 def test_strategy_names():
-  assert distill.build_strategy("default").num_replicas_in_sync == 1
-  assert distill.build_strategy("auto").num_replicas_in_sync == 1  # no GPUs here
+  assert runtime.build_strategy("default").num_replicas_in_sync == 1
+  assert runtime.build_strategy("auto").num_replicas_in_sync == 1  # no GPUs here
   with pytest.raises(ValueError, match="unknown strategy 'gpu'"):
-    distill.build_strategy("gpu")
+    runtime.build_strategy("gpu")
 
 
 def test_teacher_balanced_pool_draws_each_teacher_class_equally(tmp_path):
@@ -92,7 +93,7 @@ def test_teacher_balanced_pool_draws_each_teacher_class_equally(tmp_path):
   from simclr_distill.matrix import RunSpec
 
   data = digits.prepare_digits(tmp_path / "data", num_shards=2, percents=(10, 100))
-  ctx = distill.RunContext(workdir=tmp_path, data=data, strategy=tf.distribute.get_strategy())
+  ctx = context.RunContext(workdir=tmp_path, data=data, strategy=tf.distribute.get_strategy())
   ids = np.asarray(data.ids())
   logits = np.where(np.arange(len(ids)) % 10 == 0, 3.0, -3.0)[:, None].astype(np.float32)  # 10% positive
   entry = TeacherEntry("t", "basic", 10, "t.keras")
@@ -102,7 +103,7 @@ def test_teacher_balanced_pool_draws_each_teacher_class_equally(tmp_path):
                 width=None, dataset=data.fingerprint(), teacher=entry)
   fractions = {}
   for balance in ("teacher", "none"):
-    sets = distill.RunDatasets(RunSpec(pool_balance=balance, **common), ctx, (ids, logits))
+    sets = rundata.RunDatasets(RunSpec(pool_balance=balance, **common), ctx, (ids, logits))
     teacher = np.concatenate([t["teacher"].numpy() for _, t in sets.train().take(20)])
     fractions[balance] = float((teacher > 0).mean())
   assert fractions["teacher"] == pytest.approx(0.5, abs=0.05)
@@ -123,25 +124,25 @@ def test_a_run_killed_mid_training_resumes_from_its_last_epoch(tmp_path, monkeyp
   from simclr_distill.matrix import RunSpec
 
   data = digits.prepare_digits(tmp_path / "data", num_shards=2, percents=(100,))
-  ctx = distill.RunContext(workdir=tmp_path, data=data, strategy=tf.distribute.get_strategy())
+  ctx = context.RunContext(workdir=tmp_path, data=data, strategy=tf.distribute.get_strategy())
   run = RunSpec(stage="baseline", arch="mlp", labeling="basic", split_percent=100, optimizer="adam",
                 learning_rate=1e-3, seed=0, protocol="holdout", task="binary", epochs=5, batch_size=32,
                 early_stopping=False, patience=1, monitor="val_label_loss", head="pooled",
                 dropout=0.0, width=None, dataset=data.fingerprint())
-  original = distill._ProgressLogger.on_epoch_end
+  original = executor.ProgressLogger.on_epoch_end
 
   def preempt_after_epoch_3(self, epoch, logs=None):
     original(self, epoch, logs)
     if epoch == 2:
       raise _Preempted()
 
-  monkeypatch.setattr(distill._ProgressLogger, "on_epoch_end", preempt_after_epoch_3)
+  monkeypatch.setattr(executor.ProgressLogger, "on_epoch_end", preempt_after_epoch_3)
   with pytest.raises(_Preempted):
-    distill.execute_run(run, ctx)
+    executor.execute_run(run, ctx)
   run_dir = tmp_path / "runs" / run.run_id
   assert (run_dir / "training_state.npz").is_file() and not results.is_done(tmp_path, run.run_id)
-  monkeypatch.setattr(distill._ProgressLogger, "on_epoch_end", original)
-  row = distill.execute_run(run, ctx)
+  monkeypatch.setattr(executor.ProgressLogger, "on_epoch_end", original)
+  row = executor.execute_run(run, ctx)
   history = (run_dir / "history.csv").read_text().splitlines()
   assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2", "3", "4"]
   assert row["epochs_run"] == 5 and row["status"] == "ok"

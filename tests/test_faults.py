@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simclr_distill import checkpointing, distill, results
+from simclr_distill import checkpointing, results
 from simclr_distill.data import digits
 from simclr_distill.matrix import RunSpec
+from simclr_distill.training import context, executor, loop
 
 pytestmark = pytest.mark.faults
 
@@ -29,7 +30,7 @@ def _run(data, **changes):
 
 
 def _context(data, workdir, every_steps=0):
-  return distill.RunContext(workdir=workdir, data=data, strategy=tf.distribute.get_strategy(),
+  return context.RunContext(workdir=workdir, data=data, strategy=tf.distribute.get_strategy(),
                             reuse_models=0,
                             checkpoint=checkpointing.CheckpointPolicy(every_steps, 0.0))
 
@@ -50,7 +51,7 @@ METRICS = ("f1", "auc", "accuracy", "tp", "fp", "tn", "fn", "epochs_run", "best_
 def test_a_run_preempted_mid_epoch_resumes_at_its_last_checkpoint_to_the_same_result(
     data, tmp_path, monkeypatch):
   run = _run(data)
-  reference = distill.execute_run(run, _context(data, tmp_path / "reference"))
+  reference = executor.execute_run(run, _context(data, tmp_path / "reference"))
   assert reference["status"] == "ok"
 
   workdir = tmp_path / "preempted"
@@ -65,14 +66,14 @@ def test_a_run_preempted_mid_epoch_resumes_at_its_last_checkpoint_to_the_same_re
 
   monkeypatch.setattr(checkpointing.StepCheckpoint, "on_train_batch_end", kill_after_checkpoints)
   with pytest.raises(_Preempted):
-    distill.execute_run(run, _context(data, workdir, every_steps=5))
+    executor.execute_run(run, _context(data, workdir, every_steps=5))
   run_dir = workdir / "runs" / run.run_id
   saved = checkpointing.StepCheckpoint(run_dir, list).saved_position()
   assert (saved.epoch, saved.step) == (1, 5), saved
   assert not results.is_done(workdir, run.run_id)
   monkeypatch.setattr(checkpointing.StepCheckpoint, "on_train_batch_end", original)
 
-  resumed = distill.execute_run(run, _context(data, workdir, every_steps=5))
+  resumed = executor.execute_run(run, _context(data, workdir, every_steps=5))
   for key in METRICS:
     assert resumed[key] == reference[key], key
   for got, want in zip(_weights(resumed), _weights(reference)):
@@ -268,7 +269,7 @@ def test_sigkill_at_random_moments_of_writing_never_leaves_a_half_written_file(t
 import errno
 import shutil
 
-from simclr_distill import fileio, labelling, stage3, teachers
+from simclr_distill import fileio, labelling, teachers
 from simclr_distill.data import records
 
 
@@ -288,7 +289,7 @@ def _copy_data(data, tmp_path) -> records.PreparedData:
 
 
 def _train(ctx, *runs):
-  return stage3.train_runs(list(runs), ctx, "faults")
+  return loop.train_runs(list(runs), ctx, "faults")
 
 
 def test_corrupt_and_truncated_shards_are_named(data, tmp_path, capsys):

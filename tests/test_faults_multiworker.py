@@ -2,7 +2,7 @@
 distillation run to the single-worker result, only the chief writes, and a lost worker fails
 the run cleanly (no hang, no results row) and a restart of the cluster resumes it.
 
-Every process is `tests/multiworker_worker.py` (one `distill.execute_run` of offline
+Every process is `tests/multiworker_worker.py` (one `executor.execute_run` of offline
 distillation on the digits demo, an "mlp" student) with TF_CONFIG naming two workers on free
 loopback ports, one CPU device each. Every process has a timeout and every collective
 `COLLECTIVE_TIMEOUT`, so a hung cluster fails the test instead of hanging CI.
@@ -23,8 +23,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from simclr_distill import distill, labelling, models, results, teachers
+from simclr_distill import labelling, models, results, teachers
 from simclr_distill.data import digits
+from simclr_distill.training import rundata, runtime
 
 pytestmark = pytest.mark.faults
 
@@ -165,8 +166,8 @@ def _predictions(report: dict) -> pd.DataFrame:
 
 def test_the_writer_and_the_data_sharding_of_one_process():
   strategy = tf.distribute.get_strategy()
-  assert distill.is_writer(strategy) and not distill.is_multi_worker(strategy)
-  ds = distill.shard_by_data(tf.data.Dataset.range(8)).shuffle(8, seed=0).batch(4)
+  assert runtime.is_writer(strategy) and not runtime.is_multi_worker(strategy)
+  ds = rundata.shard_by_data(tf.data.Dataset.range(8)).shuffle(8, seed=0).batch(4)
   assert ds.options().experimental_distribute.auto_shard_policy == (
       tf.data.experimental.AutoShardPolicy.DATA)
 
@@ -225,6 +226,27 @@ def test_only_the_chief_writes_into_the_shared_workdir(trained):
   run_dir = pathlib.Path(chief["row"]["checkpoint"]).parent
   history = (run_dir / "history.csv").read_text().splitlines()
   assert [line.split(",")[0] for line in history[1:]] == [str(e) for e in range(EPOCHS)]
+
+
+def test_only_the_chief_writes_a_multi_worker_pretraining(setup):
+  """Stage 1 through the same run executor: on a cluster of two workers the chief writes the
+  encoder, its config and history; the other worker trains every step and writes nothing."""
+  root, spec = setup
+  workers = _cluster(root, "pretrain", {**spec, "stage": "pretrain", "epochs": 2},
+                     workdir=str(root / "pretrain"), strategy="multi_worker")
+  _finish(workers)
+  chief, other = (w.report() for w in workers)
+  assert (chief["is_writer"], other["is_writer"]) == (True, False)
+  assert chief["replicas"] == other["replicas"] == 2
+  assert chief["epochs_trained"] == other["epochs_trained"] == [0, 1]
+  assert other["writes"] == [], "a non-chief worker wrote into the shared workdir"
+  for name in ("simclr.keras", "config.json", "history.csv"):  # Atomic writes go via a temporary.
+    assert any(name in w for w in chief["writes"]), name
+  out = root / "pretrain" / "pretrain" / "mw"
+  assert keras.models.load_model(out / "simclr.keras").output.shape[-1] == 128
+  history = (out / "history.csv").read_text().splitlines()
+  assert [line.split(",")[0] for line in history[1:]] == ["0", "1"]
+  assert not (out / "checkpoint").exists() and not list(out.glob("*.tmp*"))
 
 
 def test_a_killed_worker_fails_the_run_cleanly_and_a_restart_resumes_it(setup, trained):

@@ -6,9 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from simclr_distill import config as C, finetune, matrix, pretrain, results, stage3
+from simclr_distill import matrix, results, simclr, study_config, teacher_net
+from simclr_distill import config as C
 from simclr_distill import teachers as teachers_lib
-from simclr_distill.distill import execute_run
+from simclr_distill.steps import finetune as finetune_step
+from simclr_distill.training import context
+from simclr_distill.training.executor import execute_run
 
 
 @pytest.fixture(scope="module")
@@ -16,18 +19,18 @@ def encoder_checkpoint(tmp_path_factory):
   """A stage-1 network (random weights are enough here) saved as stage 1 saves it."""
   path = tmp_path_factory.mktemp("encoder") / "simclr.keras"
   keras.utils.set_random_seed(3)
-  pretrain.build_simclr_model("cnn", (8, 8, 1), width=8).save(path)
+  simclr.build_simclr_model("cnn", (8, 8, 1), width=8).save(path)
   return path
 
 
 def test_freeze_choices_are_normalised_and_bad_ones_explained():
-  assert finetune.parse_freeze("none") == "none"
-  assert finetune.parse_freeze("encoder") == "encoder"
-  assert finetune.parse_freeze("3") == finetune.parse_freeze("blocks:3") == "blocks:3"
-  assert finetune.parse_freeze(0) == "none"
+  assert study_config.parse_freeze("none") == "none"
+  assert study_config.parse_freeze("encoder") == "encoder"
+  assert study_config.parse_freeze("3") == study_config.parse_freeze("blocks:3") == "blocks:3"
+  assert study_config.parse_freeze(0) == "none"
   with pytest.raises(ValueError, match="none .* encoder .* blocks:N"):
-    finetune.parse_freeze("head")
-  assert finetune.FinetuneConfig(freeze="2").freeze == "blocks:2"
+    study_config.parse_freeze("head")
+  assert study_config.FinetuneConfig(freeze="2").freeze == "blocks:2"
 
 
 @pytest.mark.parametrize("arch, shape, expected", [
@@ -40,16 +43,16 @@ def test_freeze_choices_are_normalised_and_bad_ones_explained():
     ("InceptionV3", (75, 75, 3), [f"mixed{i}" for i in range(11)]),
 ])
 def test_encoder_blocks_follow_each_architecture(arch, shape, expected):
-  network = pretrain.build_simclr_model(arch, shape, width=8 if arch in ("cnn", "mlp", "resnet18") else None)
-  blocks = finetune.encoder_blocks(network)
+  network = simclr.build_simclr_model(arch, shape, width=8 if arch in ("cnn", "mlp", "resnet18") else None)
+  blocks = teacher_net.encoder_blocks(network)
   assert [name for name, _ in blocks] == expected
-  weighted = [l for l in finetune.encoder_layers(network) if l.weights]
+  weighted = [l for l in teacher_net.encoder_layers(network) if l.weights]
   assert sum(len([l for l in layers if l.weights]) for _, layers in blocks) == len(weighted)
 
 
 def test_teacher_keeps_the_pretrained_weights_and_adds_the_study_head(encoder_checkpoint):
   network = keras.models.load_model(encoder_checkpoint)
-  teacher = finetune.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
+  teacher = teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
                                    num_outputs=1, dropout=0.5, freeze="none")
   assert teacher.layers[0].name == "image" and tuple(teacher.input.shape[1:]) == (8, 8, 1)
   np.testing.assert_array_equal(teacher.get_layer("projection_512").get_weights()[0],
@@ -61,29 +64,29 @@ def test_teacher_keeps_the_pretrained_weights_and_adds_the_study_head(encoder_ch
 
 
 def test_freeze_encoder_trains_the_head_only_and_blocks_freeze_a_prefix(encoder_checkpoint):
-  head_only = finetune.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
+  head_only = teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
                                      num_outputs=1, dropout=0.5, freeze="encoder")
   trainable = {l.name for l in head_only.layers if l.trainable and l.weights}
   assert trainable == {"finetune_dense1", "finetune_dense2", "logits"}
-  first = finetune.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
+  first = teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
                                  num_outputs=1, dropout=0.5, freeze="blocks:1")
   frozen = {l.name for l in first.layers if not l.trainable and l.weights}
   assert frozen == {"cnn_block1_conv1", "cnn_block1_conv2"}
   with pytest.raises(ValueError, match="only 2 blocks"):
-    finetune.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
+    teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
                            num_outputs=1, dropout=0.5, freeze="blocks:3")
   with pytest.raises(ValueError, match=r"takes \(8, 8, 1\) inputs but the data is \(8, 8, 3\)"):
-    finetune.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 3), width=8,
+    teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 3), width=8,
                            num_outputs=1, dropout=0.5, freeze="none")
 
 
 def test_a_frozen_encoder_run_leaves_the_encoder_as_pretrained_and_publishes_a_teacher(
     encoder_checkpoint, tmp_path):
   config = C.override(C.get_preset("smoke"), {"workdir": str(tmp_path), "data.split_percents": (100,)})
-  encoder = finetune.Encoder(name="enc", optimizer="sgd", checkpoint=str(encoder_checkpoint),
+  encoder = teacher_net.Encoder(name="enc", optimizer="sgd", checkpoint=str(encoder_checkpoint),
                              arch="cnn", width=8)
-  ctx = stage3.make_context(config, encoders={"enc": encoder})
-  ft = finetune.FinetuneConfig(freeze="encoder", learning_rate=1e-2, epochs=3, patience=3)
+  ctx = context.make_context(config, encoders={"enc": encoder})
+  ft = study_config.FinetuneConfig(freeze="encoder", learning_rate=1e-2, epochs=3, patience=3)
   (run,) = matrix.finetune_matrix(config, ft, [encoder], ctx.data.fingerprint())
   assert run.monitor == "val_auc" and run.head == "finetune" and run.encoder_digest == encoder.digest
   row = execute_run(run, ctx)
@@ -94,13 +97,13 @@ def test_a_frozen_encoder_run_leaves_the_encoder_as_pretrained_and_publishes_a_t
   for name in ("cnn_block1_conv1", "cnn_block2_conv2", "projection_512"):
     np.testing.assert_array_equal(trained.get_layer(name).get_weights()[0],
                                   pretrained.get_layer(name).get_weights()[0])
-  fresh = finetune.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
+  fresh = teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
                                  num_outputs=1, dropout=0.5, freeze="encoder")
   assert not np.allclose(trained.get_layer("logits").get_weights()[0],
                          fresh.get_layer("logits").get_weights()[0])
 
   zoo = tmp_path / "zoo"
-  entry = finetune.publish_teacher(zoo, run, row, trained_path := tmp_path / "runs" / run.run_id / "student.keras",
+  entry = finetune_step.publish_teacher(zoo, run, row, trained_path := tmp_path / "runs" / run.run_id / "student.keras",
                                    encoder)
   assert trained_path.is_file()
   (listed,) = teachers_lib.read_zoo(zoo)

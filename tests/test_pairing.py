@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from simclr_distill import config as C, distill, labelling, matrix, teachers as T
+from simclr_distill import labelling, matrix, scoring
+from simclr_distill import config as C
+from simclr_distill import teachers as T
 from simclr_distill.data import digits, records
+from simclr_distill.training import context, executor, networks, rundata
 
 FORMATS = {"keras": "t.keras", "h5": "t.h5", "savedmodel": "t_savedmodel"}
 
@@ -33,7 +36,7 @@ def setting(tmp_path_factory):
   entries = {name: T.TeacherEntry(name, "basic", 10, path, output="logits")
              for name, path in FORMATS.items()}
   T.write_zoo(zoo, list(entries.values()))
-  ctx = distill.RunContext(workdir=root / "w", data=data, strategy=tf.distribute.get_strategy(),
+  ctx = context.RunContext(workdir=root / "w", data=data, strategy=tf.distribute.get_strategy(),
                            zoo_dir=zoo, shuffle_buffer=512, reuse_models=0)
   for entry in entries.values():
     loaded = T.load_teacher(entry, zoo, image_shape=(8, 8, 1), num_outputs=1)
@@ -64,7 +67,7 @@ def test_offline_and_online_runs_start_from_identical_students_for_every_teacher
   for i, (name, entry) in enumerate(entries.items()):
     for mode in ("offline", "online"):
       _disturb_random_state(i)
-      _, student, teacher, _ = distill.build_run_model(_run(entry, mode), ctx, steps=10,
+      _, student, teacher, _ = networks.build_run_model(_run(entry, mode), ctx, steps=10,
                                                        offline=mode == "offline")
       assert (teacher is None) == (mode == "offline")
       initial[name, mode] = [np.array(w) for w in student.get_weights()]
@@ -84,7 +87,7 @@ def test_offline_and_online_runs_train_identically_when_the_arithmetic_is(settin
   for i, mode in enumerate(("offline", "online")):
     _disturb_random_state(i)
     run = _run(entries["h5"], mode)
-    row = distill.execute_run(run, ctx)
+    row = executor.execute_run(run, ctx)
     assert row["status"] == "ok"
     run_dir = ctx.workdir / "runs" / run.run_id
     finished[mode] = (keras.models.load_model(run_dir / "student.keras").get_weights(),
@@ -95,24 +98,24 @@ def test_offline_and_online_runs_train_identically_when_the_arithmetic_is(settin
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(h_off["loss"], h_on["loss"], rtol=1e-6)
   np.testing.assert_allclose(p_off["student_logit"], p_on["student_logit"], rtol=1e-5, atol=1e-6)
-  assert not np.allclose(w_off[0], distill.build_run_model(
+  assert not np.allclose(w_off[0], networks.build_run_model(
       _run(entries["h5"], "offline"), ctx, steps=10, offline=True)[1].get_weights()[0])  # It trained.
 
 
 def test_a_model_that_predicts_one_class_everywhere_is_flagged_as_collapsed(setting):
   ctx, entries = setting
   run = dataclasses.replace(_run(entries["keras"], "offline"), early_stopping=True)
-  datasets = distill.RunDatasets(run, ctx, labelling.load_teacher_logits(ctx.labels_dir, run.teacher))
+  datasets = rundata.RunDatasets(run, ctx, labelling.load_teacher_logits(ctx.labels_dir, run.teacher))
   inputs = keras.Input((8, 8, 1), name="image")
   constant = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="zeros",
                                                     bias_initializer="ones")(
       keras.layers.Flatten()(inputs)))
-  frame = distill.predict_test(constant, datasets, None)
-  assert distill.collapsed_lists(constant, datasets, frame) == "val+test"
+  frame = scoring.predict_test(constant, datasets, None)
+  assert scoring.collapsed_lists(constant, datasets, frame) == "val+test"
   # Ink above the median: a crude model, but one that gives both classes on both lists.
   ink = np.median([ex["image"].numpy().sum() for ex in ctx.data.examples(datasets.test_ids)])
   separating = keras.Model(inputs, keras.layers.Dense(
       1, kernel_initializer="ones", bias_initializer=keras.initializers.Constant(-ink))(
           keras.layers.Flatten()(inputs)))
-  frame = distill.predict_test(separating, datasets, None)
-  assert distill.collapsed_lists(separating, datasets, frame) == ""
+  frame = scoring.predict_test(separating, datasets, None)
+  assert scoring.collapsed_lists(separating, datasets, frame) == ""

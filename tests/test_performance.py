@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from simclr_distill import distill, labelling, models, results
+from simclr_distill import labelling, models, results
 from simclr_distill.data import bigearthnet, digits
 from simclr_distill.matrix import RunSpec
 from simclr_distill.teachers import Teacher, TeacherEntry
+from simclr_distill.training import context, distiller, executor, runtime
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_stream_conversion_holds_no_shard_in_memory(tmp_path):
 
 
 def test_dtype_policy_builds_mixed_networks_and_restores_the_global_policy():
-  with distill.dtype_policy("mixed_bfloat16"):
+  with runtime.dtype_policy("mixed_bfloat16"):
     model = models.build_model("cnn", (8, 8, 1), 3, head="pooled", width=4)
   assert keras.mixed_precision.global_policy().name == "float32"
   conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
@@ -105,9 +106,9 @@ def test_dtype_policy_builds_mixed_networks_and_restores_the_global_policy():
 
 
 def test_mixed_float16_training_scales_the_loss():
-  with distill.dtype_policy("mixed_float16"):
+  with runtime.dtype_policy("mixed_float16"):
     student = models.build_model("mlp", (8, 8, 1), 1, head="pooled", width=8)
-    model = distill.Distiller(student, task="binary", loss_kind="hard")
+    model = distiller.Distiller(student, task="binary", loss_kind="hard")
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
   assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
   rng = np.random.default_rng(0)
@@ -120,7 +121,7 @@ def test_mixed_float16_training_scales_the_loss():
 
 def test_training_steps_log_only_losses_and_validation_logs_every_metric():
   student = models.build_model("mlp", (8, 8, 1), 1, head="pooled", width=8)
-  model = distill.Distiller(student, task="binary", loss_kind="soft_kl", alpha=0.0)
+  model = distiller.Distiller(student, task="binary", loss_kind="soft_kl", alpha=0.0)
   model.compile(optimizer=keras.optimizers.Adam(1e-3))
   rng = np.random.default_rng(0)
   x = rng.random((32, 8, 8, 1), dtype=np.float32)
@@ -135,13 +136,13 @@ def test_training_steps_log_only_losses_and_validation_logs_every_metric():
 
 
 def test_a_mixed_precision_xla_run_records_its_settings_and_saves_a_plain_keras_model(data, tmp_path):
-  ctx = distill.RunContext(workdir=tmp_path, data=data, strategy=tf.distribute.get_strategy(),
+  ctx = context.RunContext(workdir=tmp_path, data=data, strategy=tf.distribute.get_strategy(),
                            precision="mixed_bfloat16", jit_compile=True, steps_per_execution=2)
   run = RunSpec(stage="baseline", arch="cnn", labeling="basic", split_percent=100, optimizer="adam",
                 learning_rate=1e-3, seed=0, protocol="holdout", task="binary", epochs=2,
                 batch_size=64, early_stopping=False, patience=1, monitor="val_label_loss",
                 head="pooled", dropout=0.0, width=8, dataset=data.fingerprint())
-  row = distill.execute_run(run, ctx)
+  row = executor.execute_run(run, ctx)
   assert row["status"] == "ok", row.get("error")
   stored = results.read_row(tmp_path, run.run_id)
   assert (stored["dtype_policy"], stored["jit_compile"], stored["steps_per_execution"]) == (
@@ -158,23 +159,23 @@ def test_a_run_on_a_reused_traced_model_matches_a_run_on_a_new_one(data, tmp_pat
               early_stopping=True, patience=1, monitor="val_label_loss", head="pooled",
               dropout=0.25, width=8, dataset=data.fingerprint())
 
-  def context(root, reuse):
-    return distill.RunContext(workdir=root, data=data, strategy=tf.distribute.get_strategy(),
+  def make(root, reuse):
+    return context.RunContext(workdir=root, data=data, strategy=tf.distribute.get_strategy(),
                               reuse_models=reuse)
 
-  warm = context(tmp_path / "warm", 2)
-  distill.execute_run(RunSpec(seed=0, **spec), warm)
+  warm = make(tmp_path / "warm", 2)
+  executor.execute_run(RunSpec(seed=0, **spec), warm)
   (kept,) = warm._warm.values()
   trained = [v.numpy().copy() for v in kept.student.variables]
-  row = distill.execute_run(RunSpec(seed=1, **spec), warm)
+  row = executor.execute_run(RunSpec(seed=1, **spec), warm)
   assert list(warm._warm.values()) == [kept]  # The second run trained the first run's model...
   assert any(not np.array_equal(a, v.numpy()) for a, v in zip(trained, kept.student.variables))
-  cold = context(tmp_path / "cold", 0)
-  fresh = distill.execute_run(RunSpec(seed=1, **spec), cold)
+  cold = make(tmp_path / "cold", 0)
+  fresh = executor.execute_run(RunSpec(seed=1, **spec), cold)
   assert not cold._warm
   # ... from exactly the state a new model starts in: same epochs, same predictions.
   assert (row["epochs_run"], row["best_epoch"]) == (fresh["epochs_run"], fresh["best_epoch"])
-  got, want = (pd.read_parquet(pathlib.Path(r["checkpoint"]).parent / distill.PREDICTIONS)
+  got, want = (pd.read_parquet(pathlib.Path(r["checkpoint"]).parent / executor.PREDICTIONS)
                for r in (row, fresh))
   np.testing.assert_allclose(got["student_logit"], want["student_logit"], rtol=1e-5, atol=1e-5)
   assert row["f1"] == pytest.approx(fresh["f1"])

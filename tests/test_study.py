@@ -10,19 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simclr_distill import config as C, finetune, labelling, matrix, models, results, study
+from simclr_distill import labelling, matrix, models, results, simclr, study_config, teacher_net
+from simclr_distill import config as C
 from simclr_distill import teachers as teachers_lib
+from simclr_distill.steps import pretrain as pretrain_step
 from tests.test_matrix import study_zoo
 from tests.test_stages import stage
 
 
 def test_paper_preset_is_the_studys_339_models():
-  cfg = study.get_preset("paper")
+  cfg = study_config.get_preset("paper")
   assert [e.name for e in cfg.encoders] == ["BEN", "CA_adam", "CA_sgd"]
   assert [e.pretrain_config(cfg.pretrain).learning_rate for e in cfg.encoders] == [5e-4, 5e-4, 0.1]
   assert [e.optimizer for e in cfg.encoders] == ["adam", "adam", "sgd"]
   assert cfg.pretrain.arch == "ResNet152" and cfg.pretrain.temperature == 0.1
-  encoders = [finetune.Encoder(name=e.name, optimizer=e.optimizer, arch="ResNet152") for e in cfg.encoders]
+  encoders = [teacher_net.Encoder(name=e.name, optimizer=e.optimizer, arch="ResNet152") for e in cfg.encoders]
   teachers = matrix.finetune_matrix(cfg.distill, cfg.finetune, encoders, "d")
   assert len(teachers) == 36 and len({r.axes()["teacher_id"] for r in teachers}) == 36
   assert {(r.learning_rate, r.patience, r.monitor, r.dropout, r.epochs) for r in teachers} == {
@@ -37,18 +39,18 @@ def test_paper_preset_is_the_studys_339_models():
 
 
 def test_encoder_specs_parse_and_bad_ones_are_explained():
-  spec = study.parse_encoder_spec("CA_sgd:optimizer=sgd,learning_rate=0.1,data_dir=/d/ca,epochs=5")
-  assert spec == study.EncoderSpec("CA_sgd", "sgd", 0.1, "/d/ca", None, 5)
-  assert study.parse_encoder_spec("BEN") == study.EncoderSpec("BEN")
+  spec = study_config.parse_encoder_spec("CA_sgd:optimizer=sgd,learning_rate=0.1,data_dir=/d/ca,epochs=5")
+  assert spec == study_config.EncoderSpec("CA_sgd", "sgd", 0.1, "/d/ca", None, 5)
+  assert study_config.parse_encoder_spec("BEN") == study_config.EncoderSpec("BEN")
   with pytest.raises(ValueError, match="KEY one of optimizer, learning_rate"):
-    study.parse_encoder_spec("BEN:lr=0.1")
+    study_config.parse_encoder_spec("BEN:lr=0.1")
   with pytest.raises(ValueError, match="learning_rate='fast' is not a valid float"):
-    study.parse_encoder_spec("BEN:learning_rate=fast")
+    study_config.parse_encoder_spec("BEN:learning_rate=fast")
   with pytest.raises(ValueError, match="optimizer='lars' is not one of adam, sgd"):
-    study.parse_encoder_spec("BEN:optimizer=lars")
+    study_config.parse_encoder_spec("BEN:optimizer=lars")
   with pytest.raises(ValueError, match="defined twice"):
-    dataclasses.replace(study.get_preset("demo"), encoders=(study.EncoderSpec("a"), study.EncoderSpec("a")))
-  cfg = study.get_preset("demo")
+    dataclasses.replace(study_config.get_preset("demo"), encoders=(study_config.EncoderSpec("a"), study_config.EncoderSpec("a")))
+  cfg = study_config.get_preset("demo")
   picked = dataclasses.replace(cfg, distill=C.override(cfg.distill, {"teacher.encoders": ("none",)}))
   assert [e.name for e in picked.selected_encoders()] == ["none"]
   unknown = dataclasses.replace(cfg, distill=C.override(cfg.distill, {"teacher.encoders": ("BEN",)}))
@@ -170,7 +172,7 @@ def test_an_external_zoo_of_h5_and_savedmodel_files_labels_exactly_like_stage_2s
 def test_stage_errors_say_what_to_do(tmp_path):
   proc = stage("stages.finetune", "--preset=smoke", f"--workdir={tmp_path}", check=False)
   assert proc.returncode == 2 and "encoder digits_adam is not pretrained" in proc.stderr
-  assert "stages.pretrain --name=digits_adam" in proc.stderr
+  assert "stages.pretrain --encoders=digits_adam" in proc.stderr
   proc = stage("stages.study", "--preset=smoke", f"--workdir={tmp_path}", "--encoder=x:lr=1",
                check=False)
   assert proc.returncode == 2 and "KEY one of optimizer" in proc.stderr
@@ -184,7 +186,7 @@ def test_stage_errors_say_what_to_do(tmp_path):
 
 
 def test_baselines_take_their_own_seeds_in_the_demo():
-  cfg = study.get_preset("demo")
+  cfg = study_config.get_preset("demo")
   assert cfg.distill.train.seeds == (0,) and cfg.baseline_config().train.seeds == (0, 1, 2)
   runs = matrix.build_matrix(dataclasses.replace(cfg.baseline_config(), baseline=True), [], "d")
   assert len(runs) == 2 * 2 * 3  # mlp, cnn x 2 splits x 3 seeds (Adam)
@@ -192,24 +194,23 @@ def test_baselines_take_their_own_seeds_in_the_demo():
 
 
 def test_an_encoder_given_by_checkpoint_keeps_its_own_architecture(tmp_path):
-  from simclr_distill import pretrain
   from simclr_distill.data import digits
 
   data = digits.prepare_digits(tmp_path / "data", num_shards=1, percents=(100,))
   keras.utils.set_random_seed(0)
   own = tmp_path / "elsewhere" / "simclr.keras"
   own.parent.mkdir()
-  pretrain.build_simclr_model("mlp", (8, 8, 1), width=16).save(own)
+  simclr.build_simclr_model("mlp", (8, 8, 1), width=16).save(own)
   (own.parent / "config.json").write_text(json.dumps({"pretrain": {"arch": "mlp", "width": 16}}))
-  cfg = dataclasses.replace(study.get_preset("smoke"), encoders=(
-      study.EncoderSpec("mine", "sgd", checkpoint=str(own)), study.EncoderSpec("none")))
-  mine, none = study.pretrain_encoders(cfg, data, strategy=None, train=False)
+  cfg = dataclasses.replace(study_config.get_preset("smoke"), encoders=(
+      study_config.EncoderSpec("mine", "sgd", checkpoint=str(own)), study_config.EncoderSpec("none")))
+  mine, none = pretrain_step.pretrain_encoders(cfg, data, strategy=None, train=False)
   assert (mine.name, mine.arch, mine.width, mine.optimizer) == ("mine", "mlp", 16, "sgd")
   assert mine.checkpoint == str(own) and len(mine.digest) == 16
   assert (none.name, none.arch, none.checkpoint) == ("none", cfg.pretrain.arch, None)
-  missing = dataclasses.replace(cfg, encoders=(study.EncoderSpec("BEN"),))
+  missing = dataclasses.replace(cfg, encoders=(study_config.EncoderSpec("BEN"),))
   with pytest.raises(FileNotFoundError, match="encoder BEN is not pretrained"):
-    study.pretrain_encoders(missing, data, strategy=None, train=False)
+    pretrain_step.pretrain_encoders(missing, data, strategy=None, train=False)
 
 
 def test_results_compare_prints_the_studys_questions_with_intervals(smoke_study, tmp_path):

@@ -15,8 +15,8 @@ import tempfile
 
 import pytest
 
+from simclr_distill import fileio, results, study_config
 from simclr_distill import config as config_lib
-from simclr_distill import fileio, finetune, pretrain, results
 from simclr_distill.data import digits
 
 pytestmark = pytest.mark.faults
@@ -144,10 +144,10 @@ INF, NAN = float("inf"), float("nan")
     (lambda: config_lib.LossConfig(alpha=INF), "alpha=inf must be in [0, 1]"),
     (lambda: config_lib.TeacherConfig(modes=("consistent",), mixup=INF), "mixup=inf must be >= 0 and finite"),
     (lambda: config_lib.StudentConfig(dropout=INF), "dropout=inf must be in [0, 1)"),
-    (lambda: pretrain.PretrainConfig(learning_rate=INF), "learning_rate=inf must be > 0 and finite"),
-    (lambda: pretrain.PretrainConfig(temperature=NAN), "temperature=nan must be > 0 and finite"),
-    (lambda: finetune.FinetuneConfig(learning_rate=INF), "learning_rate=inf must be > 0 and finite"),
-    (lambda: finetune.FinetuneConfig(dropout=NAN), "dropout=nan must be in [0, 1)"),
+    (lambda: study_config.PretrainConfig(learning_rate=INF), "learning_rate=inf must be > 0 and finite"),
+    (lambda: study_config.PretrainConfig(temperature=NAN), "temperature=nan must be > 0 and finite"),
+    (lambda: study_config.FinetuneConfig(learning_rate=INF), "learning_rate=inf must be > 0 and finite"),
+    (lambda: study_config.FinetuneConfig(dropout=NAN), "dropout=nan must be in [0, 1)"),
 ])
 def test_every_float_setting_refuses_inf_and_nan(build, expected):
   with pytest.raises(ValueError, match=re.escape(expected)):

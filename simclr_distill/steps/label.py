@@ -1,0 +1,86 @@
+"""Teacher labelling: each teacher run once over the data, its logits cached.
+
+  python -m stages.label --preset=paper --data_dir=D --teacher_zoo=Z --workdir=W \\
+      --num_shards=4 --shard_index=0
+
+Writes `W/labels/<teacher_id>/part-*.parquet` (columns id, logit_0..) and `_COMPLETE.json`.
+Every teacher is loaded and checked against a sample of the data first; finished caches are
+skipped without loading their teachers. Stage 3 labels whatever is missing itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+
+from simclr_distill import labelling, matrix
+from simclr_distill import teachers as teachers_lib
+from simclr_distill.config import DistillConfig
+from simclr_distill.steps import zoo
+from simclr_distill.training import context
+from simclr_distill.training.context import RunContext
+
+log = logging.getLogger(__name__)
+
+
+def _sample_images(ctx: RunContext):
+  with ctx.data.reading():
+    return next(iter(ctx.data.examples().batch(16)))["image"].numpy()
+
+
+def _checked_teachers(config: DistillConfig, ctx: RunContext, entries):
+  """Yields (entry, teacher), each loaded and checked against a sample of the data."""
+  sample = _sample_images(ctx)
+  num_outputs = ctx.num_outputs(config.data.task)
+  for entry in entries:
+    yield entry, teachers_lib.load_teacher(
+        entry, ctx.zoo_dir, image_shape=ctx.data.image_shape, num_outputs=num_outputs,
+        safe_mode=ctx.safe_mode, sample=sample, fold_batchnorm=ctx.fold_batchnorm)
+
+
+def check_teachers(config: DistillConfig, ctx: RunContext, entries) -> None:
+  """Loads every teacher once and checks it against the data before any student trains."""
+  for _ in _checked_teachers(config, ctx, entries):
+    pass
+
+
+def label_all(config: DistillConfig, ctx: RunContext, entries) -> None:
+  """Runs each teacher of `entries` once over the data, skipping finished caches (without
+  loading their teachers)."""
+  entries = [e for e in entries
+             if not labelling.is_labelled(ctx.labels_dir, e, e.resolve(ctx.zoo_dir), ctx.data)]
+  for i, (entry, teacher) in enumerate(_checked_teachers(config, ctx, entries), start=1):
+    checkpoint = entry.resolve(ctx.zoo_dir)
+    start = time.perf_counter()
+    with ctx.data.reading():
+      labelling.label_with_teacher(teacher, checkpoint, ctx.data, ctx.labels_dir,
+                                   batch_size=config.teacher.batch_size)
+    log.info("[teacher %d/%d] %s labelled %d examples in %.1f s", i, len(entries),
+             entry.teacher_id, len(ctx.all_ids), time.perf_counter() - start)
+
+
+def run(config: DistillConfig, *, safe_mode: bool = True) -> pathlib.Path:
+  """The labelling stage alone: data, zoo and one pass per teacher. Returns the labels dir."""
+  ctx = context.make_context(config, safe_mode=safe_mode)
+  entries = sorted(zoo.members(zoo.selected_teachers(config, zoo.load_zoo(config, ctx))),
+                   key=lambda e: e.teacher_id)
+  label_all(config, ctx, entries[config.shard_index::config.num_shards])
+  return ctx.labels_dir
+
+
+def _needs_cache(run: matrix.RunSpec) -> bool:
+  return run.teacher_mode in ("offline", "fixed") or run.pool_balance == "teacher"
+
+
+def prepare_teachers(config: DistillConfig, ctx: RunContext, runs) -> None:
+  """Loads and checks every network the runs' teachers need; labels the data with those whose
+  logits a run reads from the cache (offline and fixed teaching, teacher-balanced pools).
+  Shards that share a teacher write identical parts atomically; `stages.label --num_shards`
+  splits the passes beforehand."""
+  teachers = {r.teacher.teacher_id: r.teacher for r in runs}
+  cached = {r.teacher.teacher_id for r in runs if _needs_cache(r)}
+  to_label = zoo.members([t for i, t in teachers.items() if i in cached])
+  labelled = {e.teacher_id for e in to_label}
+  label_all(config, ctx, to_label)
+  check_teachers(config, ctx, [e for e in zoo.members(teachers.values()) if e.teacher_id not in labelled])

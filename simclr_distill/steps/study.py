@@ -1,0 +1,192 @@
+"""The whole study as one resumable command: prepare -> pretrain -> finetune -> label ->
+distill -> baseline -> comparisons.
+
+  python -m stages.study --preset=smoke --workdir=W
+
+Every input that can fail is checked first (`preflight`: one message listing every problem).
+Every step skips what is finished, so rerunning the command resumes the study where it
+stopped, and a finished study reruns in seconds. Layout of `<workdir>`: `data/` (the digits
+demo), `pretrain/<encoder>/` (stage 1), `zoo/` (stage 2's teacher zoo), `labels/` (teacher
+logits), `runs/<run_id>/` (every probe, finetune, distill, reference and baseline run, each
+with its results row), `results.{parquet,csv}` and `comparisons.csv` (the study's paired
+comparisons with their intervals, `stats.write_comparisons`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import time
+
+import pandas as pd
+
+from simclr_distill import augment, matrix, models, reference, results, simclr, stats
+from simclr_distill import teachers as teachers_lib
+from simclr_distill.data import records, source
+from simclr_distill.steps import baseline, distill, finetune, prepare, pretrain, zoo
+from simclr_distill.study_config import StudyConfig
+from simclr_distill.training import runtime
+
+log = logging.getLogger(__name__)
+
+
+def predicted_teachers(cfg: StudyConfig) -> list[teachers_lib.TeacherEntry]:
+  """The zoo entries stage 2 will publish (ids, encoders, splits), before it has run."""
+  d = cfg.distill.data
+  return [teachers_lib.TeacherEntry(
+      teacher_id=matrix.teacher_name(e.name, scheme, pct, seed, d.task), labeling=scheme,
+      split_percent=pct, path="", encoder=e.name, encoder_optimizer=e.optimizer if e.pretrained else "",
+      output="logits", arch=cfg.pretrain.arch, provenance={"seed": str(seed)})
+      for e in cfg.selected_encoders() for scheme in d.schemes for pct in d.split_percents
+      for seed in cfg.finetune.seeds]
+
+
+def preflight(cfg: StudyConfig) -> None:
+  """Every check of the study's inputs that can fail, before anything trains: the data (or
+  the archive to prepare it from), each encoder's pretraining data and checkpoint, the
+  teacher zoo, ImageNet weights of every baseline architecture that needs them, the split
+  lists and input sizes, the augmentation policies, the monitors and `--only`.
+
+  Raises:
+    ValueError: listing every problem found, each with what to do.
+  """
+  data, problems = _data_problems(cfg)
+  if cfg.distill.teacher.zoo_dir is None:
+    problems += _encoder_problems(cfg, data)
+  else:
+    try:
+      zoo.check_zoo(teachers_lib.read_zoo(cfg.distill.teacher.zoo_dir),
+                    pathlib.Path(cfg.distill.teacher.zoo_dir))
+    except (ValueError, FileNotFoundError) as e:
+      problems.append(str(e))
+  if data is not None:
+    for arch in cfg.distill.student.archs:
+      if arch != matrix.SAME_ARCH:
+        try:
+          models.check_input_size(arch, data.image_shape)
+        except (ValueError, KeyError) as e:
+          problems.append(e.args[0])
+  policies = [cfg.distill.teacher.augment] if cfg.distill.teacher.augment != "none" else []
+  if cfg.distill.teacher.zoo_dir is None:
+    policies.append(cfg.pretrain.policy)
+  for policy in policies:
+    if policy not in augment.POLICIES:
+      problems.append(f"unknown augmentation policy {policy!r}; known: "
+                      f"{', '.join(augment.POLICIES.names())}")
+  if cfg.baseline:
+    problems += baseline.baseline_problems(cfg.baseline_config())
+  if cfg.distill.only:
+    problems += _only_problems(cfg)
+  if problems:
+    raise ValueError("the study cannot run; nothing was trained. Every problem found:\n  - "
+                     + "\n  - ".join(problems))
+
+
+def _data_problems(cfg: StudyConfig) -> tuple[records.PreparedData | None, list[str]]:
+  """The study's data, opened (None when it is not prepared yet or cannot be), and what
+  stops it."""
+  d = cfg.distill.data
+  if d.source == "records" and not (pathlib.Path(d.data_dir) / records.MANIFEST).is_file():
+    if not cfg.archive_dir:
+      return None, [f"no prepared data at {d.data_dir} (--data_dir): give --archive_dir (a "
+                    "BigEarthNet-S2 archive) to prepare it there, or run stages.prepare first"]
+    if not pathlib.Path(cfg.archive_dir).is_dir():
+      return None, [f"--archive_dir={cfg.archive_dir} is not a directory"]
+    return None, []
+  try:
+    return source.open_data(cfg.distill), []
+  except (ValueError, FileNotFoundError) as e:
+    return None, [str(e)]
+
+
+def _encoder_problems(cfg: StudyConfig, data: records.PreparedData | None) -> list[str]:
+  """What stops stage 1 for each selected encoder: a missing checkpoint, unprepared
+  pretraining data, an architecture the data's images cannot feed."""
+  problems = []
+  for spec in cfg.selected_encoders():
+    finished = (cfg.workdir / pretrain.PRETRAIN / spec.name / simclr.CHECKPOINT).is_file()
+    if spec.checkpoint and not pathlib.Path(spec.checkpoint).exists():
+      problems.append(f"encoder {spec.name}: no checkpoint at {spec.checkpoint} "
+                      f"(--encoder={spec.name}:checkpoint=...)")
+    elif (spec.pretrained and not spec.checkpoint and spec.data_dir and not finished
+          and not (pathlib.Path(spec.data_dir) / records.MANIFEST).is_file()):
+      problems.append(
+          f"encoder {spec.name} pretrains on {spec.data_dir}, which is not prepared data (no "
+          f"{records.MANIFEST}): prepare it there with stages.prepare, or define the encoder "
+          f"with another data_dir (--encoder={spec.name}:optimizer={spec.optimizer},"
+          f"data_dir=...), or leave it out (--encoders)")
+    if data is not None:
+      try:
+        models.check_input_size(spec.pretrain_config(cfg.pretrain).arch, data.image_shape)
+      except (ValueError, KeyError) as e:
+        problems.append(f"encoder {spec.name}: {e.args[0]}")
+  return problems
+
+
+def _only_problems(cfg: StudyConfig) -> list[str]:
+  """Whether `--only` selects something among the students and baselines the study will
+  train (their matrices built from the teachers stage 2 will publish)."""
+  distill_cfg = cfg.distill
+  if cfg.distill_encoders:
+    distill_cfg = dataclasses.replace(distill_cfg, teacher=dataclasses.replace(
+        distill_cfg.teacher, encoders=cfg.distill_encoders))
+  runs = matrix.build_matrix(dataclasses.replace(distill_cfg, baseline=False),
+                             predicted_teachers(cfg), "")
+  if cfg.baseline:
+    runs += matrix.build_matrix(dataclasses.replace(cfg.baseline_config(), baseline=True), [], "")
+  try:
+    matrix.check_only(cfg.distill.only, runs)
+  except ValueError as e:
+    return [str(e)]
+  return []
+
+
+def run(cfg: StudyConfig, *, safe_mode: bool = True) -> pd.DataFrame:
+  """Runs (or resumes) the whole study; returns its results table.
+
+  With `distill.teacher.zoo_dir` set, stages 1 and 2 are skipped and that zoo is distilled
+  (an external zoo and stage 2's are interchangeable).
+  """
+  if cfg.distill.num_shards > 1:
+    raise ValueError("stages.study runs the stages in order in one job (spread over devices with "
+                     "--strategy); to shard a stage over machines, run stages.pretrain, "
+                     "stages.finetune, stages.label, stages.distill and stages.baseline with "
+                     "--num_shards/--shard_index")
+  preflight(cfg)
+  cfg.workdir.mkdir(parents=True, exist_ok=True)
+  start = time.perf_counter()
+  data = prepare.prepare_study_data(cfg)
+  distill_cfg = dataclasses.replace(cfg.distill, baseline=False)
+  if cfg.distill.teacher.zoo_dir is None:
+    log.info("stage 1: pretraining %s", ", ".join(e.name for e in cfg.selected_encoders()))
+    encoders = pretrain.pretrain_encoders(
+        cfg, data, runtime.build_strategy(cfg.distill.strategy, cfg.distill.tpu))
+    log.info("stage 2: fine-tuning %d encoder(s) into %s", len(encoders), cfg.workdir / finetune.ZOO)
+    # --only filters the student and baseline matrices; the teachers are chosen by --encoders,
+    # --schemes, --split_percents and --finetune_seeds (an arch filter would drop them all).
+    zoo_dir = finetune.finetune_teachers(cfg, encoders, safe_mode=safe_mode, only="")
+    distill_cfg = dataclasses.replace(
+        distill_cfg, teacher=dataclasses.replace(distill_cfg.teacher, zoo_dir=str(zoo_dir)))
+  if cfg.distill_encoders:
+    distill_cfg = dataclasses.replace(distill_cfg, teacher=dataclasses.replace(
+        distill_cfg.teacher, encoders=cfg.distill_encoders))
+  if cfg.references:
+    log.info("the classical reference: label spreading on each split and the students' pool")
+    d = cfg.distill.data
+    reference.run_references(data, cfg.workdir, schemes=d.schemes,
+                             split_percents=d.split_percents, task=d.task, config=cfg.reference,
+                             preset=cfg.distill.preset, retrain_stale=cfg.distill.retrain_stale)
+  log.info("stage 3: labelling and distillation")
+  distill.run(distill_cfg, safe_mode=safe_mode, require_match=False)
+  if cfg.baseline:
+    log.info("supervised baselines")
+    baseline.run(cfg.baseline_config(), safe_mode=safe_mode, require_match=False)
+  table = results.consolidate(cfg.workdir)
+  try:
+    stats.write_comparisons(cfg.workdir, table)
+  except (ValueError, FileNotFoundError) as e:  # Every run is safe on disk; say what is missing.
+    log.warning("the study's comparisons were not written: %s", e)
+  log.info("study finished in %.0f s: %d results rows in %s", time.perf_counter() - start,
+           len(table), cfg.workdir / results.TABLE_PARQUET)
+  return table

@@ -1,0 +1,102 @@
+"""Where and how a run computes: tf.distribute strategies, which process writes, the dtype
+policy, optimizers and learning-rate schedules. Every stage's training goes through these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from simclr_distill.keras_compat import is_multi_worker  # noqa: F401  (part of this API)
+
+
+def build_strategy(name: str, tpu: str | None = None, *,
+                   collective_timeout: float | None = None) -> tf.distribute.Strategy:
+  """Returns the tf.distribute strategy called `name`.
+
+  "auto" picks TPU when `tpu` is given, MirroredStrategy when several GPUs are visible, else
+  the default strategy. "mirrored" without GPUs mirrors over the logical CPU devices (useful
+  for tests; one logical CPU gives one replica). "multi_worker" is MultiWorkerMirroredStrategy
+  over the cluster in the TF_CONFIG environment variable (every worker runs the same command;
+  worker 0 writes the files, see `is_writer`).
+
+  Args:
+    name: "auto", "default", "mirrored", "multi_worker" or "tpu".
+    tpu: the TPU's name or address, for "tpu" and "auto".
+    collective_timeout: "multi_worker" only: seconds after which a collective (a gradient
+      all-reduce) that still waits for a peer fails, so a lost worker ends the others with an
+      error instead of a hang. It must exceed the longest gap between two steps of any worker
+      (tracing, evaluation, checkpoint writes); None waits forever.
+  """
+  if name == "auto":
+    if tpu:
+      name = "tpu"
+    elif len(tf.config.list_logical_devices("GPU")) > 1:
+      name = "mirrored"
+    else:
+      name = "default"
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    devices = None if tf.config.list_logical_devices("GPU") else [
+        d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+  if name == "multi_worker":
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+  if name == "tpu":
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+  raise ValueError(f"unknown strategy {name!r}; known: auto, default, mirrored, multi_worker, tpu")
+
+
+def is_writer(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes a run's files (checkpoints, history, model, predictions,
+  results row): True for a single process (any one-worker strategy) and for the chief of a
+  MultiWorkerMirroredStrategy cluster (worker 0, or the "chief" task if TF_CONFIG has one);
+  False for its other workers, which must still take part in every collective (training
+  steps, evaluation, `predict`) but write nothing that the chief or a later run reads."""
+  return bool(strategy.extended.should_checkpoint)
+
+
+def learning_rate_schedule(learning_rate: float, schedule: str = "constant", *,
+                           total_steps: int = 0, warmup_steps: int = 0):
+  """A constant rate, or a cosine decay to 0 over `total_steps` after `warmup_steps` of linear
+  warm-up from 0 (a function of the optimizer's step, so a resumed run continues it)."""
+  if schedule == "constant":
+    return learning_rate
+  if schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else learning_rate, decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+  raise ValueError(f"unknown schedule {schedule!r}; known: constant, cosine")
+
+
+def build_optimizer(name: str, learning_rate: float, *, schedule: str = "constant",
+                    total_steps: int = 0, warmup_steps: int = 0) -> keras.optimizers.Optimizer:
+  """Adam, or SGD with momentum 0.9, on `learning_rate_schedule`."""
+  rate = learning_rate_schedule(learning_rate, schedule, total_steps=total_steps,
+                                warmup_steps=warmup_steps)
+  if name == "adam":
+    return keras.optimizers.Adam(rate)
+  if name == "sgd":
+    return keras.optimizers.SGD(rate, momentum=0.9)
+  raise ValueError(f"unknown optimizer {name!r}; known: adam, sgd")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+  """Builds the networks made inside under the Keras dtype policy `name` ("float32",
+  "mixed_bfloat16", "mixed_float16"), restoring the previous global policy on exit (layers keep
+  the policy they were built with). A model compiled inside under "mixed_float16" gets Keras'
+  dynamic loss scaling (`LossScaleOptimizer`)."""
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(name)
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
