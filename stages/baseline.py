@@ -15,8 +15,8 @@ from absl import flags
 
 from stages import common
 
-common.define_flags(("data", "students", "schedule", "baseline", "scale"),
-                    presets=("demo", "paper", "smoke"))
+common.define_study_flags(("data", "students", "schedule", "baseline", "scale"),
+                          presets=("demo", "paper", "smoke"))
 flags.adopt_module_key_flags(common)
 
 
@@ -25,11 +25,12 @@ def main(argv):
   common.setup_logging()
 
   def go():
-    from simclr_distill import results, study
+    from simclr_distill import results
+    from simclr_distill.steps import baseline
 
     cfg = common.study_from_flags()
     common.check_output(cfg.workdir, "--workdir")
-    table = study.run_baselines(cfg.baseline_config(), safe_mode=common.safe_mode())
+    table = baseline.run(cfg.baseline_config(), safe_mode=common.safe_mode())
     rows = table[table["stage"] == "baseline"]
     print(f"results: {cfg.workdir}/{results.TABLE_PARQUET} ({len(rows)} baseline rows)")
     if len(rows):

@@ -1,7 +1,11 @@
-"""Flags shared by the stage-3 entry points and their mapping onto `DistillConfig`.
+"""What the stage entry points share: their flags, generated from `simclr_distill.settings`,
+the config those flags build, and how a bad input ends (exit status 2 and a message).
 
-Each flag defaults to None ("take the preset's value"); only flags given on the command line
-(or in a --flagfile) override the preset, through `config.override`.
+Each setting's flag defaults to None ("take the preset's value"); only flags given on the
+command line (or in a --flagfile) override the preset, then each --set=PATH=VALUE, all through
+`config.override`, which checks every invariant again. `parse_flags` builds the config as
+soon as the flags parse: a bad setting ends the command, and --print_config prints the config
+and exits, before TensorFlow loads and before anything is written.
 """
 
 from __future__ import annotations
@@ -9,231 +13,117 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from absl import flags
 
 from simclr_distill import config as config_lib
+from simclr_distill import settings
+from simclr_distill import study_config
 
 FLAGS = flags.FLAGS
 
-# flag name -> (dotted config path, converter)
-_MAPPING: dict[str, tuple[str, Callable]] = {
-    "workdir": ("workdir", str),
-    "data_dir": ("data.data_dir", str),
-    "schemes": ("data.schemes", tuple),
-    "split_percents": ("data.split_percents", lambda v: tuple(int(x) for x in v)),
-    "task": ("data.task", str),
-    "bands": ("data.bands", tuple),
-    "image_size": ("data.image_size", int),
-    "standardize": ("data.standardize", bool),
-    "teacher_zoo": ("teacher.zoo_dir", str),
-    "teacher_mode": ("teacher.modes", tuple),
-    "augment": ("teacher.augment", str),
-    "mixup": ("teacher.mixup", float),
-    "single_teachers": ("teacher.singles", bool),
-    "ensemble_over": ("teacher.ensemble_over", tuple),
-    "ensembles": ("teacher.ensembles", tuple),
-    "ensemble_combine": ("teacher.combine", str),
-    "fold_batchnorm": ("teacher.fold_batchnorm", bool),
-    "encoders": ("teacher.encoders", tuple),
-    "archs": ("student.archs", tuple),
-    "head": ("student.head", str),
-    "dropout": ("student.dropout", float),
-    "generations": ("student.generations", int),
-    "student_classes": ("student.classes", lambda v: tuple(int(x) for x in v)),
-    "loss": ("loss.kinds", tuple),
-    "temperature": ("loss.temperatures", lambda v: tuple(float(x) for x in v)),
-    "alpha": ("loss.alphas", lambda v: tuple(float(x) for x in v)),
-    "optimizers": ("train.optimizers", tuple),
-    "learning_rate": ("train.learning_rates", lambda v: tuple(float(x) for x in v)),
-    "schedule": ("train.schedule", str),
-    "warmup_epochs": ("train.warmup_epochs", int),
-    "select": ("train.select", str),
-    "adam_learning_rate": ("train.adam_learning_rate", float),
-    "sgd_learning_rate": ("train.sgd_learning_rate", float),
-    "batch_size": ("train.batch_size", int),
-    "epochs": ("train.epochs", lambda v: tuple(int(x) for x in v)),
-    "min_steps_per_epoch": ("train.min_steps_per_epoch", int),
-    "patience": ("train.patience", int),
-    "early_stopping": ("train.early_stopping", bool),
-    "seeds": ("train.seeds", lambda v: tuple(int(x) for x in v)),
-    "steps_per_execution": ("train.steps_per_execution", int),
-    "mixed_precision": ("train.precision", str),
-    "jit_compile": ("train.jit_compile", bool),
-    "reuse_models": ("train.reuse_models", int),
-    "checkpoint_steps": ("train.checkpoint_steps", int),
-    "checkpoint_minutes": ("train.checkpoint_minutes", float),
-    "protocol": ("protocol", str),
-    "baseline": ("baseline", bool),
-    "strategy": ("strategy", str),
-    "tpu": ("tpu", str),
-    "shard_index": ("shard_index", int),
-    "num_shards": ("num_shards", int),
-    "only": ("only", str),
-    "retrain_stale": ("retrain_stale", bool),
-    "pool_balance": ("pool_balance", str),
-    "monitor": ("train.monitor", str),
-    "baseline_inits": ("student.baseline_inits", tuple),
-    "imagenet_dir": ("student.imagenet_dir", str),
-}
+GROUPS = settings.STAGE3_GROUPS
+STUDY_GROUPS = settings.STUDY_GROUPS
+
+# absl's definition of each kind of setting (an ENUM's also takes its choices).
+_DEFINE = {settings.STR: flags.DEFINE_string, settings.INT: flags.DEFINE_integer,
+           settings.FLOAT: flags.DEFINE_float, settings.BOOL: flags.DEFINE_boolean,
+           settings.LIST: flags.DEFINE_list, settings.INT_LIST: flags.DEFINE_list,
+           settings.FLOAT_LIST: flags.DEFINE_list, settings.MULTI: flags.DEFINE_multi_string}
+_SET_EXAMPLES = {"distill": "--set=train.epochs=3 --set=data.split_percents=3,10",
+                 "study": "--set=distill.train.epochs=3 --set=pretrain.temperature=0.2"}
+_root: str | None = None  # The config this command's flags build: "distill" or "study".
 
 
-GROUPS = ("data", "teachers", "encoders", "students", "loss", "schedule", "protocol", "scale",
-          "baseline")
-
-
-def define_flags(groups=GROUPS, presets=None) -> None:
-  """Defines the flags of the named groups (call once, at import of an entry point).
+def define_flags(groups=GROUPS, presets=None, *, flag_values=FLAGS) -> None:
+  """Defines the flags of a stage-3 command, which builds a `DistillConfig` (call once, at
+  import of an entry point); every setting's flag comes from `settings.SETTINGS`.
 
   Args:
-    groups: which of GROUPS an entry point takes; --preset and --workdir are always defined.
+    groups: which of GROUPS the command takes; --preset, --workdir, --set and --print_config
+      are always defined.
     presets: names accepted by --preset (default: the stage-3 presets).
+    flag_values: where to define them (tests pass their own).
   """
-  groups = set(groups)
-  flags.DEFINE_enum("preset", "demo", sorted(presets or config_lib.PRESETS),
+  _define("distill", groups, presets or config_lib.PRESETS, flag_values)
+
+
+def define_study_flags(groups=STUDY_GROUPS, presets=None, *, flag_values=FLAGS) -> None:
+  """Defines the flags of a command that builds a `StudyConfig` (stages 1 and 2, the
+  baselines, the whole study), as `define_flags` does.
+
+  Args:
+    groups: which of STUDY_GROUPS the command takes.
+    presets: names accepted by --preset (default: the study's presets).
+    flag_values: where to define them (tests pass their own).
+  """
+  _define("study", groups, presets or study_config.PRESETS, flag_values)
+
+
+def _define(root: str, groups, presets, flag_values: flags.FlagValues) -> None:
+  global _root
+  unknown = set(groups) - set(STUDY_GROUPS)
+  if unknown:
+    raise ValueError(f"unknown flag group(s) {', '.join(sorted(unknown))}; known: "
+                     f"{', '.join(STUDY_GROUPS)}")
+  if flag_values is FLAGS:
+    _root = root
+  flags.DEFINE_enum("preset", "demo", sorted(presets),
                     "Starting configuration: demo (digits, CPU, ~minutes), smoke (<2 min), "
                     "paper (the study on BigEarthNet-S2 records), patient (function matching "
                     "on a long cosine schedule), methods (stages.study: the teaching methods "
-                    "compared). Flags override it.")
-  flags.DEFINE_string("workdir", None, "Output directory (default: the preset's, e.g. results/study_demo).")
-  if "data" in groups:
-    flags.DEFINE_string("data_dir", None, "Prepared data (stages.prepare output). Omit for the "
-                        "embedded digits demo.")
-    flags.DEFINE_list("schemes", None, "Labelling schemes: basic, expanded.")
-    flags.DEFINE_list("split_percents", None, "Label splits in percent, e.g. 1,3,10,25,50,100.")
-    flags.DEFINE_enum("task", None, config_lib.TASKS, "binary (irrigated) or multiclass.")
-    flags.DEFINE_list("bands", None, "Keep these bands, e.g. B04,B03,B02 or rgb (default: all).")
-    flags.DEFINE_integer("image_size", None, "Resize images to this size (bilinear).")
-    flags.DEFINE_boolean("standardize", None, "Standardise bands with the data's mean/std.")
-  if "teachers" in groups:
-    flags.DEFINE_string("teacher_zoo", None, "Teacher zoo directory with manifest.csv; omit to "
-                        "train the demo zoo into <workdir>/teachers.")
-    flags.DEFINE_list("teacher_mode", None, "Teaching modes, one matrix axis: offline (cached "
-                      "logits of the plain image, the study), online (the same, teacher in the "
-                      "step), fixed (cached logits, augmented student views), independent (teacher "
-                      "online on its own augmented view), consistent (teacher online on the "
-                      "student's own augmented, mixed-up batch: function matching).")
-    flags.DEFINE_string("augment", None, "Augmentation of fixed/independent/consistent views: "
-                        "inception_crop (default), mild_crop (tiny images), simclr, study, none.")
-    flags.DEFINE_float("mixup", None, "Mixup Beta(m, m) on consistent runs' batches (function "
-                       "matching); 0 = off.")
-    flags.DEFINE_boolean("single_teachers", None, "Distil each selected teacher on its own "
-                         "(--nosingle_teachers: ensembles only).")
-    flags.DEFINE_list("ensemble_over", None, "Also distil ensembles over these teacher fields "
-                      "(encoder, encoder_optimizer, seed), e.g. encoder: the encoders of one split.")
-    flags.DEFINE_list("ensembles", None, "Explicit ensembles, each ID+ID+... of zoo teacher ids.")
-    flags.DEFINE_enum("ensemble_combine", None, config_lib.COMBINES, "Ensembles average logits "
-                      "or probabilities.")
-  if "encoders" in groups:
-    flags.DEFINE_list("encoders", None, "Only these pretrained encoders (BEN, CA_adam, ...) and "
-                      "their teachers.")
-  if "teachers" in groups:
-    flags.DEFINE_boolean("fold_batchnorm", None, "Run teachers with their BatchNormalization "
-                         "layers folded into the convolutions before them (default on: same "
-                         "logits up to float rounding, checked as each teacher loads; ~1.2x "
-                         "faster ResNet152 passes). --nofold_batchnorm runs the checkpoint as it is.")
-  if "teachers" in groups or "encoders" in groups:
+                    "compared). Flags override it.", flag_values=flag_values)
+  for row in settings.offered(root, groups):
+    if row.kind == settings.ENUM:
+      flags.DEFINE_enum(row.flag, None, row.choices, row.help, flag_values=flag_values)
+    else:
+      _DEFINE[row.kind](row.flag, None, row.help, flag_values=flag_values)
+  if {"teachers", "encoders"} & set(groups):  # Not a setting: `safe_mode()` reads it.
     flags.DEFINE_boolean("unsafe_load", False, "Load models with Keras safe_mode off (runs code "
-                         "in Lambda layers). Only for checkpoints you trust.")
-  if "students" in groups:
-    flags.DEFINE_list("archs", None, "Student architectures (see simclr_distill.models); 'same' "
-                      "is self-distillation (the teacher's own network, re-initialised).")
-    flags.DEFINE_integer("generations", None, "Born-again generations: k+1 learns from k's "
-                         "student; the ensemble of the generations is scored too.")
-    flags.DEFINE_list("student_classes", None, "Unseen-class experiment (multiclass): train only "
-                      "on pool examples of these classes, e.g. 0,1,2,3,4,5.")
-    flags.DEFINE_enum("head", None, ("study", "pooled"), "Student head.")
-    flags.DEFINE_float("dropout", None, "Student head dropout.")
-  if "loss" in groups:
-    flags.DEFINE_list("loss", None, "Losses, one matrix axis: hard (the study), soft_kl, soft_xent.")
-    flags.DEFINE_list("temperature", None, "Soft-target temperatures T (loss scaled by T^2), an "
-                      "axis, e.g. 1,4.")
-    flags.DEFINE_list("alpha", None, "Weights of the ground-truth loss on labelled examples, an axis.")
-  if "schedule" in groups:
-    flags.DEFINE_list("optimizers", None, "Student optimizers: adam, sgd.")
-    flags.DEFINE_list("learning_rate", None, "Learning rates for every optimizer, an axis "
-                      "(default: --adam_learning_rate / --sgd_learning_rate).")
-    flags.DEFINE_enum("schedule", None, config_lib.SCHEDULES, "Learning-rate schedule: constant, "
-                      "or cosine decay to 0 over the run (resumes where it stopped).")
-    flags.DEFINE_integer("warmup_epochs", None, "Linear warm-up epochs of the cosine schedule.")
-    flags.DEFINE_enum("select", None, config_lib.SELECTIONS, "Weights a validated run keeps: the "
-                      "best epoch on --monitor, or the last.")
-    flags.DEFINE_float("adam_learning_rate", None, "Adam's learning rate (the study: 1e-4).")
-    flags.DEFINE_float("sgd_learning_rate", None, "SGD's learning rate (momentum 0.9).")
-    flags.DEFINE_integer("batch_size", None, "Per-replica batch size.")
-    flags.DEFINE_list("epochs", None, "Maximum epochs per run, an axis.")
-    flags.DEFINE_integer("min_steps_per_epoch", None, "An epoch is one pass over the training "
-                         "set or this many steps, whichever is more: small labelled splits (a "
-                         "baseline on 30 examples) get the optimizer steps a student gets.")
-    flags.DEFINE_integer("patience", None, "Early-stopping patience (epochs); 0 never stops "
-                         "(model selection only).")
-    flags.DEFINE_string("monitor", None, "Validation metric of model selection and early stopping: "
-                        "val_label_loss (default), val_auc (binary), val_accuracy (multiclass), "
-                        "val_agreement, val_kl, val_distill_loss, val_loss.")
-    flags.DEFINE_boolean("early_stopping", None, "Early-stop on validation (holdout protocol).")
-    flags.DEFINE_list("seeds", None, "Run seeds, e.g. 0,1,2.")
-    flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (speed "
-                         "only; results are the same).")
-    flags.DEFINE_enum("mixed_precision", None, config_lib.PRECISIONS, "Dtype policy of the "
-                      "trained networks: float32, mixed_bfloat16 (TPU, A100/H100 GPUs, AMX CPUs) "
-                      "or mixed_float16 (older GPUs; dynamic loss scaling). Logits and losses "
-                      "stay float32; recorded in each results row.")
-    flags.DEFINE_boolean("jit_compile", None, "XLA-compile the training step (GPU/TPU; usually "
-                         "slower on CPU). Recorded in each results row.")
-    flags.DEFINE_integer("reuse_models", None, "Compiled models kept for later runs of the same "
-                         "network, loss and optimizer, which re-initialise one instead of "
-                         "tracing anew (speed only; 0 = never).")
-  if "protocol" in groups:
-    flags.DEFINE_enum("protocol", None, config_lib.PROTOCOLS,
-                      "holdout (sound, default) or original (the study: train and score on test).")
-    flags.DEFINE_boolean("baseline", None, "Also train each student on the labelled split alone.")
-    flags.DEFINE_enum("pool_balance", None, config_lib.POOL_BALANCES, "teacher: resample the "
-                      "holdout pool to equal teacher-class frequencies; none: as it is.")
-  if "baseline" in groups:
-    flags.DEFINE_list("baseline_inits", None, "Baseline initialisations: scratch, imagenet "
-                      "(frozen ImageNet backbone; paper architectures, weights in --imagenet_dir).")
-    flags.DEFINE_string("imagenet_dir", None, "keras.applications no-top ImageNet weight files "
-                        "(default ~/.keras/models).")
-    flags.DEFINE_list("baseline_seeds", None, "Seeds of the baselines (default: the preset's, "
-                      "else --seeds).")
-  if "scale" in groups:
-    flags.DEFINE_enum("strategy", None, config_lib.STRATEGIES, "tf.distribute strategy.")
-    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (with --strategy=tpu).")
-    flags.DEFINE_integer("shard_index", None, "This process's shard of the run matrix.")
-    flags.DEFINE_integer("num_shards", None, "Number of shards the matrix is split into.")
-    flags.DEFINE_string("only", None, 'Run a subset, e.g. "arch=ResNet50,split_percent=3|10".')
-    flags.DEFINE_boolean("retrain_stale", None, "Retrain the finished runs whose inputs (split "
-                         "lists, data, teacher checkpoint, label cache) changed since they "
-                         "finished; without it such a rerun stops and names them. Their old "
-                         "files are kept in runs/<run_id>/superseded/.")
-    flags.DEFINE_integer("checkpoint_steps", None, "Checkpoint each training run's full state every N "
-                         "steps (0: not by count). A killed run (preemption, SIGKILL) resumes at "
-                         "its last checkpoint when the same command is rerun.")
-    flags.DEFINE_float("checkpoint_minutes", None, "... and every M minutes (default 10; 0: not by "
-                       "time). Every epoch end checkpoints too.")
-
-
-def _changes(mapping) -> dict:
-  changes = {}
-  for name, (path, convert) in mapping.items():
-    if name in FLAGS and FLAGS[name].present:
-      value = FLAGS[name].value
-      try:
-        changes[path] = convert(value)
-      except ValueError as e:
-        shown = ",".join(map(str, value)) if isinstance(value, list) else value
-        raise ValueError(f"--{name}={shown}: {e}") from None
-  return changes
+                         "in Lambda layers). Only for checkpoints you trust.",
+                         flag_values=flag_values)
+  flags.DEFINE_multi_string("set", None, "Set any config field by its dotted path, after the "
+                            f"other flags (repeatable), e.g. {_SET_EXAMPLES[root]}; "
+                            "--print_config lists the paths", flag_values=flag_values)
+  flags.DEFINE_boolean("print_config", False, "Print the resolved config (the preset, then the "
+                       "flags, then --set) as PATH=VALUE lines and exit before anything runs.",
+                       flag_values=flag_values)
 
 
 def config_from_flags(base: config_lib.DistillConfig | None = None) -> config_lib.DistillConfig:
-  """The preset (or `base`) with every explicitly given flag applied."""
-  base = base or config_lib.get_preset(FLAGS.preset)
-  changes = _changes(_MAPPING)
-  if "data_dir" in FLAGS and FLAGS["data_dir"].present:
-    changes["data.source"] = "records"
-  return config_lib.override(base, changes)
+  """The preset (or `base`) with every given flag, then each --set, applied; with
+  --print_config, prints it and exits with status 0.
+
+  Raises:
+    ValueError: for a value a flag or --set cannot take, or a config breaking an invariant.
+  """
+  return _resolved("distill", base or config_lib.get_preset(FLAGS.preset))
+
+
+def study_from_flags() -> study_config.StudyConfig:
+  """The study preset with every given flag, then each --set, applied (see
+  `config_from_flags`)."""
+  return _resolved("study", study_config.get_preset(FLAGS.preset))
+
+
+def resolve_flags(root: str, base: Any, flag_values: flags.FlagValues = FLAGS) -> Any:
+  """`base` (a config of `root`: "distill" or "study") with the settings given in the parsed
+  `flag_values`, then their --set assignments."""
+  values = {row.flag: flag_values[row.flag].value for row in settings.offered(root)
+            if row.flag in flag_values and flag_values[row.flag].present}
+  assignments = (flag_values["set"].value or ()) if "set" in flag_values else ()
+  return settings.resolve(base, values, assignments, root=root)
+
+
+def _resolved(root: str, base: Any) -> Any:
+  cfg = resolve_flags(root, base)
+  if "print_config" in FLAGS and FLAGS.print_config:
+    print(f"# {type(cfg).__name__} of --preset={FLAGS.preset}, then the flags, then --set "
+          "(--set=PATH=VALUE takes these paths)")
+    print(settings.format_config(cfg))
+    sys.exit(0)
+  return cfg
 
 
 def summary_keys(table, keys: list[str]) -> list[str]:
@@ -308,104 +198,6 @@ def safe_mode() -> bool:
         "--unsafe_load: Keras safe mode is OFF; a .keras file's Lambda layers can run arbitrary "
         "code on this machine. Use it only for checkpoints you trust.")
   return not unsafe
-
-
-# ---- Stages 1 and 2 and the whole study -------------------------------------------------------
-
-_PRETRAIN_MAPPING = {f"pretrain_{f}": (f, convert) for f, convert in (
-    ("arch", str), ("width", int), ("epochs", int), ("batch_size", int), ("temperature", float),
-    ("policy", str), ("seed", int))}
-_FINETUNE_MAPPING = {
-    "freeze": ("freeze", str),
-    "finetune_learning_rate": ("learning_rate", float),
-    "finetune_batch_size": ("batch_size", int),
-    "finetune_epochs": ("epochs", int),
-    "finetune_min_steps_per_epoch": ("min_steps_per_epoch", int),
-    "finetune_patience": ("patience", int),
-    "finetune_monitor": ("monitor", str),
-    "finetune_dropout": ("dropout", float),
-    "finetune_seeds": ("seeds", lambda v: tuple(int(x) for x in v)),
-}
-
-
-def define_study_flags(*, pretraining: bool = True, preparing: bool = False) -> None:
-  """Flags of the encoders, stage 2 and (optionally) stage 1 and the preparation step."""
-  flags.DEFINE_multi_string(
-      "encoder", None, "Define an encoder (repeatable; replaces the preset's list): "
-      "NAME[:optimizer=adam|sgd,learning_rate=LR,data_dir=PREPARED,checkpoint=SIMCLR.keras,"
-      "epochs=N]. NAME 'none' is the random-init ablation. E.g. "
-      "--encoder=CA_sgd:optimizer=sgd,learning_rate=0.1,data_dir=data/california")
-  if pretraining:
-    flags.DEFINE_string("pretrain_arch", None, "Stage 1: encoder architecture (the study: ResNet152).")
-    flags.DEFINE_integer("pretrain_width", None, "Stage 1: width of a small encoder (cnn, mlp, resnet18).")
-    flags.DEFINE_integer("pretrain_epochs", None, "Stage 1: epochs.")
-    flags.DEFINE_integer("pretrain_batch_size", None, "Stage 1: per-replica batch size.")
-    flags.DEFINE_float("pretrain_temperature", None, "Stage 1: NT-Xent temperature (the study: 0.1).")
-    flags.DEFINE_string("pretrain_policy", None, "Stage 1: augmentation policy of the two views: "
-                        "study (the study's two of nine), simclr (the standard one), affine (small "
-                        "orientation-keeping warps, contrast and noise: the digits demo's), "
-                        "inception_crop, mild_crop.")
-    flags.DEFINE_integer("pretrain_seed", None, "Stage 1: seed.")
-  flags.DEFINE_string("freeze", None, "Stage 2: none (train all, as the study's code), encoder "
-                      "(train the head only, as its text says) or N (freeze the first N blocks).")
-  flags.DEFINE_float("finetune_learning_rate", None, "Stage 2: Adam learning rate (the study: 5e-5).")
-  flags.DEFINE_integer("finetune_batch_size", None, "Stage 2: per-replica batch size.")
-  flags.DEFINE_integer("finetune_epochs", None, "Stage 2: maximum epochs (the study: 50).")
-  flags.DEFINE_integer("finetune_min_steps_per_epoch", None, "Stage 2: an epoch is at least this "
-                       "many steps (several passes over a small split).")
-  flags.DEFINE_integer("finetune_patience", None, "Stage 2: early-stopping patience (the study: 25).")
-  flags.DEFINE_string("finetune_monitor", None, "Stage 2: early-stopping metric: val_auc (the "
-                      "study) or val_label_loss (the demo; better on small validation lists).")
-  flags.DEFINE_float("finetune_dropout", None, "Stage 2: head dropout (the study: 0.5).")
-  flags.DEFINE_list("finetune_seeds", None, "Stage 2: one teacher per seed, e.g. 0,1,2.")
-  flags.DEFINE_list("distill_encoders", None, "Stage 3 distils only the teachers of these "
-                    "encoders (default: the preset's, the demo's digits_adam; empty: all).")
-  flags.DEFINE_boolean("probe", None, "Stage 1: probe every pretrained encoder and a random-init "
-                       "one (k-NN and linear probes of the frozen features, on validation).")
-  flags.DEFINE_boolean("references", None, "Score the classical semi-supervised reference (label "
-                       "spreading on raw pixels) on every split, beside the teachers and students.")
-  if preparing:
-    flags.DEFINE_string("archive_dir", None, "A BigEarthNet-S2 archive to prepare into --data_dir "
-                        "when it is not prepared yet.")
-    flags.DEFINE_string("basic_splits", None, "The study's basic split lists to import when preparing.")
-    flags.DEFINE_string("expanded_splits", None, "The same for the expanded scheme.")
-
-
-def study_from_flags():
-  """The study preset with every explicitly given flag applied."""
-  import dataclasses
-
-  from simclr_distill import study
-
-  base = study.get_preset(FLAGS.preset)
-  changes = {}
-  if "encoder" in FLAGS and FLAGS["encoder"].present:
-    changes["encoders"] = tuple(study.parse_encoder_spec(s) for s in FLAGS.encoder)
-  pretrain_changes = _changes(_PRETRAIN_MAPPING)
-  if pretrain_changes:
-    changes["pretrain"] = dataclasses.replace(base.pretrain, **pretrain_changes)
-  finetune_changes = _changes(_FINETUNE_MAPPING)
-  if finetune_changes:
-    changes["finetune"] = dataclasses.replace(base.finetune, **finetune_changes)
-  if "baseline" in FLAGS and FLAGS["baseline"].present:
-    changes["baseline"] = FLAGS.baseline
-  for name in ("probe", "references"):
-    if name in FLAGS and FLAGS[name].present:
-      changes[name] = FLAGS[name].value
-  if "distill_encoders" in FLAGS and FLAGS["distill_encoders"].present:
-    changes["distill_encoders"] = tuple(FLAGS.distill_encoders)
-  if "baseline_seeds" in FLAGS and FLAGS["baseline_seeds"].present:
-    changes["baseline_seeds"] = tuple(int(x) for x in FLAGS.baseline_seeds)
-  elif "seeds" in FLAGS and FLAGS["seeds"].present:
-    changes["baseline_seeds"] = ()  # --seeds alone sets the baselines' seeds too.
-  if "archive_dir" in FLAGS and FLAGS["archive_dir"].present:
-    changes["archive_dir"] = FLAGS.archive_dir
-    changes["split_dirs"] = tuple((s, FLAGS[f"{s}_splits"].value) for s in ("basic", "expanded")
-                                  if FLAGS[f"{s}_splits"].value)
-  distill = config_from_flags(base.distill)
-  if "baseline" in FLAGS:
-    distill = dataclasses.replace(distill, baseline=False)  # The study's baselines are a step.
-  return dataclasses.replace(base, distill=distill, **changes)
 
 
 class _DropRetracingWarnings(logging.Filter):
@@ -499,7 +291,9 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with every bad command line ending in exit status 2 and a message
   (absl exits 1): a flag that does not parse or is unknown, a positional argument (a flag
   whose dashes were forgotten would otherwise be dropped silently, and the default preset
-  start), and a float flag that is not finite. --help and its kin exit 0.
+  start), a float flag that is not finite, and a setting the command's config refuses (the
+  config is built here, see the module docstring). --help and its kin exit 0, and so does
+  --print_config once it has printed.
 
   Returns:
     argv[:1], the program name (no positional arguments are accepted).
@@ -521,6 +315,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     flag = FLAGS[name]
     if flag.present and isinstance(flag.value, float) and not math.isfinite(flag.value):
       _refuse(f"--{name}={flag.value} must be a finite number")
+  if _root is not None:
+    # Built once here, before the stage imports TensorFlow: a bad setting or --set ends the
+    # command at once, and --print_config exits here.
+    run_or_explain(config_from_flags if _root == "distill" else study_from_flags)
   return rest[:1]
 
 

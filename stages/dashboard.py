@@ -31,24 +31,10 @@ def main(argv):
 
   def go():
     common.check_output(FLAGS.export, "--export", directory=False, example="report.html")
-    from simclr_distill import dashboard
+    from simclr_distill.steps import dashboard
 
-    if not FLAGS.export:
-      dashboard.check_address(FLAGS.host, FLAGS.port)
-    frame, messages = dashboard.load_sources(FLAGS.workdirs, FLAGS.published)
-    comparisons, more = dashboard.load_comparisons(FLAGS.workdirs)
-    messages = [*messages, *more]
-    for message in messages:
-      print(f"note: {message}")
-    if FLAGS.export:
-      path = dashboard.export_report(frame, FLAGS.export, messages, title=FLAGS.title,
-                                     comparisons=comparisons)
-      print(f"report: {path} ({len(frame)} rows)")
-      return
-    print(f"dashboard: http://{FLAGS.host}:{FLAGS.port} ({len(frame)} rows); Ctrl-C stops it",
-          flush=True)
-    dashboard.make_app(frame, messages, title=FLAGS.title, comparisons=comparisons).run(host=FLAGS.host, port=FLAGS.port,
-                                                               debug=False)
+    dashboard.run(FLAGS.workdirs, published=FLAGS.published, host=FLAGS.host, port=FLAGS.port,
+                  export=FLAGS.export, title=FLAGS.title)
 
   common.run_or_explain(go)
 

@@ -25,9 +25,10 @@ def main(argv):
   def go():
     config = common.config_from_flags()  # Settings and paths first: before TensorFlow loads.
     common.check_output(config.workdir, "--workdir")
-    from simclr_distill import results, stage3
+    from simclr_distill import results
+    from simclr_distill.steps import distill
 
-    table = stage3.run_distillation(config, safe_mode=common.safe_mode())
+    table = distill.run(config, safe_mode=common.safe_mode())
     print(f"results: {config.workdir}/{results.TABLE_PARQUET} ({len(table)} rows)")
     if len(table):
       print(results.summarize(table, common.summary_keys(table, ["stage", "arch", "split_percent"]),

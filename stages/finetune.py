@@ -16,8 +16,8 @@ from absl import flags
 
 from stages import common
 
-common.define_flags(("data", "encoders", "scale"), presets=("demo", "paper", "smoke"))
-common.define_study_flags(pretraining=False)
+common.define_study_flags(("data", "encoders", "scale", "finetune", "study"),
+                          presets=("demo", "paper", "smoke"))
 flags.DEFINE_string("zoo_dir", None, "Where to write the teacher zoo (default <workdir>/zoo).")
 flags.adopt_module_key_flags(common)
 
@@ -27,17 +27,13 @@ def main(argv):
   common.setup_logging()
 
   def go():
-    from simclr_distill import results, stage3, study
-    from simclr_distill.distill import build_strategy
+    from simclr_distill import results
+    from simclr_distill.steps import finetune
 
     cfg = common.study_from_flags()
     common.check_output(cfg.workdir, "--workdir")
     common.check_output(common.FLAGS.zoo_dir, "--zoo_dir")
-    data = stage3.open_data(cfg.distill)
-    encoders = study.pretrain_encoders(cfg, data, build_strategy(cfg.distill.strategy, cfg.distill.tpu),
-                                       train=False)
-    zoo = study.finetune_teachers(cfg, encoders, zoo_dir=common.FLAGS.zoo_dir,
-                                  safe_mode=common.safe_mode())
+    zoo = finetune.run(cfg, zoo_dir=common.FLAGS.zoo_dir, safe_mode=common.safe_mode())
     table = results.load_table([cfg.workdir])
     print(f"teacher zoo: {zoo}/manifest.csv")
     teachers = table[table["stage"] == "finetune"]

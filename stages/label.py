@@ -22,9 +22,9 @@ def main(argv):
   def go():
     config = common.config_from_flags()  # Settings and paths first: before TensorFlow loads.
     common.check_output(config.workdir, "--workdir")
-    from simclr_distill import stage3
+    from simclr_distill.steps import label
 
-    labels_dir = stage3.run_labelling(config, safe_mode=common.safe_mode())
+    labels_dir = label.run(config, safe_mode=common.safe_mode())
     print(f"teacher labels: {labels_dir}")
 
   common.run_or_explain(go)

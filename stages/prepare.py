@@ -41,32 +41,17 @@ def main(argv):
 
   def go():
     common.check_output(FLAGS.output_dir, "--output_dir")  # Before TensorFlow loads.
-    from simclr_distill.data import bigearthnet
+    from simclr_distill.steps import prepare
 
     split_dirs = {s: d for s, d in (("basic", FLAGS.basic_splits),
                                      ("expanded", FLAGS.expanded_splits)) if d}
-    kwargs = dict(compute_stats=FLAGS.compute_stats, split_dirs=split_dirs, seed=FLAGS.split_seed,
-                  percents=[int(p) for p in FLAGS.split_percents])
-    if FLAGS.source == "archive":
-      if not FLAGS.archive_dir:
-        raise ValueError("--source=archive needs --archive_dir (one folder per patch)")
-      data = bigearthnet.prepare_archive(FLAGS.archive_dir, FLAGS.output_dir,
-                                         examples_per_shard=FLAGS.examples_per_shard,
-                                         workers=FLAGS.workers or os.cpu_count(), **kwargs)
-    else:
-      from simclr_distill.data import tfds_source
-
-      patches = tfds_source.iter_tfds_patches(split=FLAGS.tfds_split, data_dir=FLAGS.tfds_data_dir,
-                                              bands=bigearthnet.BANDS)
-      data = bigearthnet.prepare_from_patches(patches, FLAGS.output_dir, source="tfds:bigearthnet/all",
-                                              examples_per_shard=FLAGS.examples_per_shard, **kwargs)
-    m = data.manifest
-    print(f"prepared {m['num_examples']} patches into {FLAGS.output_dir} "
-          f"({m['num_rejected']} rejected, see rejects.csv)")
-    for scheme, report in m["splits"].items():
-      sizes = ", ".join(f"{k}={v}" for k, v in sorted(report["sizes"].items()))
-      print(f"  {scheme}: positive rate {report['positive_rate']:.3%}; splits {report['origin']}"
-            + (f": {sizes}" if sizes else ""))
+    data = prepare.run(
+        FLAGS.output_dir, source_name=FLAGS.source, archive_dir=FLAGS.archive_dir,
+        tfds_data_dir=FLAGS.tfds_data_dir, tfds_split=FLAGS.tfds_split,
+        examples_per_shard=FLAGS.examples_per_shard, workers=FLAGS.workers or os.cpu_count(),
+        compute_stats=FLAGS.compute_stats, split_dirs=split_dirs, split_seed=FLAGS.split_seed,
+        percents=[int(p) for p in FLAGS.split_percents])
+    print("\n".join(prepare.summary(data, FLAGS.output_dir)))
 
   common.run_or_explain(go)
 

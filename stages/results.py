@@ -9,8 +9,6 @@
 Reads workdirs (their per-run rows) or .parquet/.csv tables; writes nothing unless --output.
 """
 
-import sys
-
 from absl import flags
 
 flags.DEFINE_list("workdirs", ["results/study_demo"], "Workdirs or results table files (default: what `make demo` writes).")
@@ -40,51 +38,15 @@ def main(argv):
   # A path --output cannot take stops the command at once, before the slow imports.
   common.run_or_explain(lambda: common.check_output(FLAGS.output, "--output", directory=False,
                                                     example="table.csv"))
-  import pandas as pd
-
-  from simclr_distill import results
+  from simclr_distill.steps import results
 
   def go():
     if FLAGS.compare:
-      return compare()
-    table = results.query(results.load_table(FLAGS.workdirs), FLAGS.filter)
-    if FLAGS.group_by:
-      shown = results.summarize(table, FLAGS.group_by, FLAGS.metrics)
+      results.compare(FLAGS.workdirs, filter_expression=FLAGS.filter, metric=FLAGS.metric,
+                      confidence=FLAGS.confidence, output=FLAGS.output)
     else:
-      missing = [c for c in FLAGS.columns if c not in table.columns]
-      if missing:
-        raise ValueError(f"the results of --workdirs={','.join(FLAGS.workdirs)} have no column(s) "
-                         f"{', '.join(missing)}; they have: {', '.join(map(str, table.columns))}. "
-                         "Give workdirs or results tables written by this package, or choose "
-                         "--columns from those")
-      shown = table[FLAGS.columns]
-    if table.empty:
-      print("no rows (check --workdirs and --filter)", file=sys.stderr)
-    with pd.option_context("display.max_rows", 500, "display.width", 200):
-      print(shown.round(4).to_string())
-    if FLAGS.output:
-      from simclr_distill import fileio
-      fileio.atomic_write(FLAGS.output, shown.to_csv)
-
-  def compare():
-    import pathlib
-
-    from simclr_distill import stats
-
-    frames = []
-    for workdir in FLAGS.workdirs:
-      if not pathlib.Path(workdir).is_dir():
-        raise ValueError(f"--compare reads each run's saved predictions, so --workdirs must be "
-                         f"workdirs; {workdir} is not a directory")
-      table = results.query(results.load_table([workdir]), FLAGS.filter)
-      frame = stats.study_comparisons(table, stats.workdir_reader(workdir), metric=FLAGS.metric,
-                                      confidence=FLAGS.confidence)
-      print(f"== {workdir}")
-      print(stats.format_comparisons(frame))
-      frames.append(frame.assign(workdir=workdir))
-    if FLAGS.output:
-      from simclr_distill import fileio
-      fileio.atomic_write(FLAGS.output, lambda tmp: pd.concat(frames).to_csv(tmp, index=False))
+      results.show(FLAGS.workdirs, filter_expression=FLAGS.filter, group_by=FLAGS.group_by or (),
+                   metrics=FLAGS.metrics, columns=FLAGS.columns, output=FLAGS.output)
 
   common.run_or_explain(go)
 

@@ -20,8 +20,7 @@ from absl import flags
 
 from stages import common
 
-common.define_flags(common.GROUPS, presets=("demo", "methods", "paper", "smoke"))
-common.define_study_flags(pretraining=True, preparing=True)
+common.define_study_flags(common.STUDY_GROUPS, presets=("demo", "methods", "paper", "smoke"))
 flags.adopt_module_key_flags(common)
 
 
@@ -30,11 +29,12 @@ def main(argv):
   common.setup_logging()
 
   def go():
-    from simclr_distill import results, study
+    from simclr_distill import results
+    from simclr_distill.steps import study
 
     cfg = common.study_from_flags()
     common.check_output(cfg.workdir, "--workdir")
-    table = study.run_study(cfg, safe_mode=common.safe_mode())
+    table = study.run(cfg, safe_mode=common.safe_mode())
     print(f"results: {cfg.workdir}/{results.TABLE_PARQUET} ({len(table)} rows)")
     common.finish(table, [common.closing_summary(cfg.workdir, table)])
 
