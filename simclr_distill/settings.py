@@ -6,8 +6,9 @@ dataclass plus one `Setting` row here.
 
 Paths are relative to `study_config.StudyConfig` ("distill.train.epochs", "pretrain.epochs",
 "baseline_seeds"). The stage-3 commands (`stages.distill`, `stages.label`) build a
-`DistillConfig`, which sees the rows under "distill." with that prefix dropped (`ROOTS`);
-the other rows are not offered there.
+`DistillConfig`, which sees the rows under "distill." with that prefix dropped (`ROOTS`), and
+`stages.prepare` a `PrepareConfig`, which sees those under "prepare."; the other rows are not
+offered there.
 
 Beside the named flags, `parse_assignment` reaches any field of a config by its dotted path
 (`--set=train.epochs=3`), parsing the value by the field's type annotation, and
@@ -36,12 +37,14 @@ MULTI = "multi"  # A repeatable flag; each occurrence is one string.
 KINDS = (STR, INT, FLOAT, BOOL, ENUM, LIST, INT_LIST, FLOAT_LIST, MULTI)
 
 # The configs a command builds, each with the prefix of the paths it sees (dropped there).
-ROOTS = {"study": "", "distill": "distill."}
+ROOTS = {"study": "", "distill": "distill.", "prepare": "prepare."}
 
 ALWAYS = "always"  # The group every command takes.
 STAGE3_GROUPS = ("data", "teachers", "encoders", "students", "loss", "schedule", "protocol",
                  "scale", "baseline")
 STUDY_GROUPS = STAGE3_GROUPS + ("pretrain", "finetune", "study", "prepare")
+PREPARE_GROUPS = ("data", "prepare", "prepare_stage")  # stages.prepare: its own rows, and those
+# of the study's step 0 ("prepare") and of the data it shares (--split_percents).
 
 Also = Mapping[str, Any] | Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
@@ -58,8 +61,10 @@ class Setting:
     help: the flag's help text.
     group: which commands take the flag (`STUDY_GROUPS`, or ALWAYS).
     choices: the accepted values of an ENUM.
-    distill_path: the field on stage 3's `DistillConfig` when `path` is not under "distill."
-      (--baseline: the study's baseline step there, stage 3's baseline runs here).
+    paths: the field on another command's config (a root of ROOTS) where it is not `path`
+      less that root's prefix (--baseline: the study's baseline step on a StudyConfig, stage
+      3's baseline runs on a DistillConfig; --split_percents: the label splits a study uses,
+      the splits `stages.prepare` generates).
     also: changes made whenever the flag is given, paths as `path` (--data_dir reads records);
       or a function of every given flag's value returning them. Explicit flags win over these
       changes, and a change whose field a command's config lacks is skipped there.
@@ -72,7 +77,7 @@ class Setting:
   help: str
   group: str
   choices: tuple[str, ...] = ()
-  distill_path: str | None = None
+  paths: Mapping[str, str] = dataclasses.field(default_factory=dict)
   also: Also | None = None
   convert: Callable[[Any], Any] | None = None
 
@@ -84,8 +89,8 @@ class Setting:
 
   def path_on(self, root: str) -> str | None:
     """The field this flag sets on the `root` config, or None (not offered there)."""
-    if root == "distill" and self.distill_path:
-      return self.distill_path
+    if root in self.paths:
+      return self.paths[root]
     return _on_root(self.path, root)
 
   def offered_on(self, root: str) -> bool:
@@ -114,8 +119,8 @@ def _encoder_specs(values: Iterable[str]) -> tuple[study_config.EncoderSpec, ...
 
 def _split_dirs(values: Mapping[str, Any]) -> dict[str, Any]:
   """--archive_dir imports the split lists given beside it when it prepares the data."""
-  return {"split_dirs": tuple((s, values[f"{s}_splits"]) for s in config_lib.SCHEMES
-                              if values.get(f"{s}_splits"))}
+  return {"prepare.split_dirs": tuple((s, values[f"{s}_splits"]) for s in config_lib.SCHEMES
+                                      if values.get(f"{s}_splits"))}
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -127,7 +132,8 @@ SETTINGS: tuple[Setting, ...] = (
             also={"distill.data.source": "records"}),
     Setting("schemes", "distill.data.schemes", LIST, "Labelling schemes: basic, expanded.", "data"),
     Setting("split_percents", "distill.data.split_percents", INT_LIST, "Label splits in percent, "
-            "e.g. 1,3,10,25,50,100.", "data"),
+            "e.g. 1,3,10,25,50,100 (stages.prepare: the splits it generates).", "data",
+            paths={"prepare": "split_percents"}),
     Setting("task", "distill.data.task", ENUM, "binary (irrigated) or multiclass.", "data",
             choices=config_lib.TASKS),
     Setting("bands", "distill.data.bands", LIST, "Keep these bands, e.g. B04,B03,B02 or rgb "
@@ -239,7 +245,7 @@ SETTINGS: tuple[Setting, ...] = (
             "study: train and score on test).", "protocol", choices=config_lib.PROTOCOLS),
     # On the study the baselines are a step of their own; stage 3 trains them beside students.
     Setting("baseline", "baseline", BOOL, "Also train each student on the labelled split alone.",
-            "protocol", distill_path="baseline"),
+            "protocol", paths={"distill": "baseline"}),
     Setting("pool_balance", "distill.pool_balance", ENUM, "teacher: resample the holdout pool to "
             "equal teacher-class frequencies; none: as it is.", "protocol",
             choices=config_lib.POOL_BALANCES),
@@ -315,12 +321,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("references", "references", BOOL, "Score the classical semi-supervised reference "
             "(label spreading on raw pixels) on every split, beside the teachers and students.",
             "study"),
-    # ---- prepare (the study's step 0)
-    Setting("archive_dir", "archive_dir", STR, "A BigEarthNet-S2 archive to prepare into "
-            "--data_dir when it is not prepared yet.", "prepare", also=_split_dirs),
-    Setting("basic_splits", None, STR, "The study's basic split lists to import when preparing.",
-            "prepare"),
+    # ---- prepare (stages.prepare, and the study's step 0)
+    Setting("archive_dir", "prepare.archive_dir", STR, "A BigEarthNet-S2 archive (one folder "
+            "per patch) to prepare (stages.study: into --data_dir, when it is not prepared yet).",
+            "prepare", also=_split_dirs),
+    Setting("basic_splits", None, STR, "The study's basic split lists to import when preparing "
+            "(train_1 ... test); omit to generate splits with the study's procedure.", "prepare"),
     Setting("expanded_splits", None, STR, "The same for the expanded scheme.", "prepare"),
+    Setting("compute_stats", "prepare.compute_stats", BOOL, "Compute per-band mean/std from the "
+            "data in the conversion pass instead of BigEarthNet's published ones.", "prepare"),
+    Setting("examples_per_shard", "prepare.examples_per_shard", INT, "Patches per TFRecord shard "
+            "(default 1000).", "prepare"),
+    Setting("workers", "prepare.workers", INT, "Conversion processes (default: all cores).",
+            "prepare"),
+    Setting("output_dir", "prepare.output_dir", STR, "The prepared data directory to write.",
+            "prepare_stage"),
+    Setting("source", "prepare.source", ENUM, "Read the raw archive or TFDS's prepared "
+            "bigearthnet/all (default archive).", "prepare_stage",
+            choices=study_config.PREPARE_SOURCES),
+    Setting("tfds_data_dir", "prepare.tfds_data_dir", STR, "TFDS data_dir holding "
+            "bigearthnet/all (--source=tfds).", "prepare_stage"),
+    Setting("tfds_split", "prepare.tfds_split", STR, "TFDS split to read (bigearthnet has only "
+            "'train', the default).", "prepare_stage"),
+    Setting("split_seed", "prepare.split_seed", INT, "Seed of generated splits (default 0).",
+            "prepare_stage"),
 )
 
 # Fields a command's flags never change, with the reason a --set to them is refused.
@@ -582,7 +606,8 @@ def _flatten(config: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 # ---- Helpers -----------------------------------------------------------------------------------
 
-_EXAMPLES = {"study": "distill.train.epochs=3", "distill": "train.epochs=3"}
+_EXAMPLES = {"study": "distill.train.epochs=3", "distill": "train.epochs=3",
+             "prepare": "examples_per_shard=500"}
 
 
 def _on_root(path: str | None, root: str) -> str | None:
@@ -593,7 +618,9 @@ def _on_root(path: str | None, root: str) -> str | None:
 
 
 def _root_of(config: Any) -> str:
-  return "distill" if isinstance(config, config_lib.DistillConfig) else "study"
+  if isinstance(config, config_lib.DistillConfig):
+    return "distill"
+  return "prepare" if isinstance(config, study_config.PrepareConfig) else "study"
 
 
 def _is_dataclass_type(hint: Any) -> bool:

@@ -74,6 +74,53 @@ class ReferenceConfig:
       raise ValueError("reference max_pool must be >= 2 and max_features >= 1")
 
 
+PREPARE_SOURCES = ("archive", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+  """Preparing BigEarthNet-S2 (an archive, or TFDS's bigearthnet/all) into records.
+
+  Attributes:
+    output_dir: the prepared directory `stages.prepare` writes (the study prepares into its
+      `--data_dir` instead).
+    source: "archive" (one folder per patch) or "tfds".
+    archive_dir: the archive (source "archive").
+    tfds_data_dir, tfds_split: TFDS's data_dir holding bigearthnet/all, the split to read.
+    examples_per_shard: patches per TFRecord shard.
+    workers: conversion processes (None: every core).
+    compute_stats: per-band mean/std from the data, instead of BigEarthNet's published ones.
+    split_dirs: (scheme, directory of the study's split lists) to import; the other schemes
+      get splits generated with the study's procedure.
+    split_seed: seed of the generated splits.
+    split_percents: the label percentages of the generated splits.
+  """
+
+  output_dir: str | None = None
+  source: str = "archive"
+  archive_dir: str | None = None
+  tfds_data_dir: str | None = None
+  tfds_split: str = "train"
+  examples_per_shard: int = 1000
+  workers: int | None = None
+  compute_stats: bool = False
+  split_dirs: tuple[tuple[str, str], ...] = ()
+  split_seed: int = 0
+  split_percents: tuple[int, ...] = config_lib.STUDY_SPLIT_PERCENTS
+
+  def __post_init__(self):
+    config_lib._check_choice("prepare source (--source)", self.source, PREPARE_SOURCES)
+    config_lib._check(self.examples_per_shard >= 1,
+                      f"examples_per_shard={self.examples_per_shard} must be >= 1")
+    config_lib._check(self.workers is None or self.workers >= 1,
+                      f"workers={self.workers} must be >= 1 (omit it to use every core)")
+    config_lib._check(len(self.split_percents) > 0 and all(
+        0 < p <= 100 for p in self.split_percents),
+        f"split_percents={list(self.split_percents)}: each must be in 1..100")
+    for scheme, _ in self.split_dirs:
+      config_lib._check_choice("split_dirs scheme", scheme, config_lib.SCHEMES)
+
+
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
   """One pretraining run.
@@ -277,8 +324,8 @@ class StudyConfig:
   finetune: FinetuneConfig = FinetuneConfig()
   baseline: bool = True
   baseline_seeds: tuple[int, ...] = ()  # Seeds of the baselines; empty: the students' seeds.
-  archive_dir: str | None = None  # A BigEarthNet-S2 archive to prepare if the data is not yet.
-  split_dirs: tuple[tuple[str, str], ...] = ()  # (scheme, split-list dir) to import when preparing.
+  # Step 0, when `distill.data.data_dir` is not prepared yet: from `prepare.archive_dir`.
+  prepare: PrepareConfig = PrepareConfig()
   # Stage 1's probes of every pretrained encoder and of a random-init one (validation lists).
   probe: bool = True
   # The classical semi-supervised reference (label spreading) on every scheme and split.

@@ -32,8 +32,9 @@ _DEFINE = {settings.STR: flags.DEFINE_string, settings.INT: flags.DEFINE_integer
            settings.LIST: flags.DEFINE_list, settings.INT_LIST: flags.DEFINE_list,
            settings.FLOAT_LIST: flags.DEFINE_list, settings.MULTI: flags.DEFINE_multi_string}
 _SET_EXAMPLES = {"distill": "--set=train.epochs=3 --set=data.split_percents=3,10",
-                 "study": "--set=distill.train.epochs=3 --set=pretrain.temperature=0.2"}
-_root: str | None = None  # The config this command's flags build: "distill" or "study".
+                 "study": "--set=distill.train.epochs=3 --set=pretrain.temperature=0.2",
+                 "prepare": "--set=examples_per_shard=500"}
+_root: str | None = None  # The config this command's flags build: "distill", "study", "prepare".
 
 
 def define_flags(groups=GROUPS, presets=None, *, flag_values=FLAGS) -> None:
@@ -61,19 +62,35 @@ def define_study_flags(groups=STUDY_GROUPS, presets=None, *, flag_values=FLAGS) 
   _define("study", groups, presets or study_config.PRESETS, flag_values)
 
 
+def define_prepare_flags(*, flag_values=FLAGS) -> None:
+  """Defines the flags of `stages.prepare`, which builds a `study_config.PrepareConfig` (no
+  presets: its defaults are the study's)."""
+  _define("prepare", settings.PREPARE_GROUPS, None, flag_values)
+
+
 def _define(root: str, groups, presets, flag_values: flags.FlagValues) -> None:
   global _root
-  unknown = set(groups) - set(STUDY_GROUPS)
+  known = sorted(set(STUDY_GROUPS) | set(settings.PREPARE_GROUPS))
+  unknown = set(groups) - set(known)
   if unknown:
     raise ValueError(f"unknown flag group(s) {', '.join(sorted(unknown))}; known: "
-                     f"{', '.join(STUDY_GROUPS)}")
+                     f"{', '.join(known)}")
   if flag_values is FLAGS:
     _root = root
+  if presets:
+    _define_preset(presets, flag_values)
+  _define_settings(root, groups, flag_values)
+
+
+def _define_preset(presets, flag_values: flags.FlagValues) -> None:
   flags.DEFINE_enum("preset", "demo", sorted(presets),
                     "Starting configuration: demo (digits, CPU, ~minutes), smoke (<2 min), "
                     "paper (the study on BigEarthNet-S2 records), patient (function matching "
                     "on a long cosine schedule), methods (stages.study: the teaching methods "
                     "compared). Flags override it.", flag_values=flag_values)
+
+
+def _define_settings(root: str, groups, flag_values: flags.FlagValues) -> None:
   for row in settings.offered(root, groups):
     if row.kind == settings.ENUM:
       flags.DEFINE_enum(row.flag, None, row.choices, row.help, flag_values=flag_values)
@@ -107,6 +124,12 @@ def study_from_flags() -> study_config.StudyConfig:
   return _resolved("study", study_config.get_preset(FLAGS.preset))
 
 
+def prepare_from_flags() -> study_config.PrepareConfig:
+  """`stages.prepare`'s config: the defaults with every given flag, then each --set, applied
+  (see `config_from_flags`)."""
+  return _resolved("prepare", study_config.PrepareConfig())
+
+
 def resolve_flags(root: str, base: Any, flag_values: flags.FlagValues = FLAGS) -> Any:
   """`base` (a config of `root`: "distill" or "study") with the settings given in the parsed
   `flag_values`, then their --set assignments."""
@@ -119,7 +142,8 @@ def resolve_flags(root: str, base: Any, flag_values: flags.FlagValues = FLAGS) -
 def _resolved(root: str, base: Any) -> Any:
   cfg = resolve_flags(root, base)
   if "print_config" in FLAGS and FLAGS.print_config:
-    print(f"# {type(cfg).__name__} of --preset={FLAGS.preset}, then the flags, then --set "
+    start = f"--preset={FLAGS.preset}" if "preset" in FLAGS else "the defaults"
+    print(f"# {type(cfg).__name__} of {start}, then the flags, then --set "
           "(--set=PATH=VALUE takes these paths)")
     print(settings.format_config(cfg))
     sys.exit(0)
@@ -318,7 +342,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   if _root is not None:
     # Built once here, before the stage imports TensorFlow: a bad setting or --set ends the
     # command at once, and --print_config exits here.
-    run_or_explain(config_from_flags if _root == "distill" else study_from_flags)
+    run_or_explain({"distill": config_from_flags, "study": study_from_flags,
+                    "prepare": prepare_from_flags}[_root])
   return rest[:1]
 
 

@@ -22,7 +22,8 @@ from stages import common
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BASES = {"distill": lambda: config_lib.get_preset("demo"),
-         "study": lambda: study_config.get_preset("demo")}
+         "study": lambda: study_config.get_preset("demo"),
+         "prepare": study_config.PrepareConfig}
 
 
 def _field(config, path):
@@ -149,7 +150,7 @@ def test_every_old_flag_is_a_row_with_its_old_path():
            "finetune_learning_rate": "finetune.learning_rate", "encoder": "encoders",
            "baseline": "baseline", "baseline_seeds": "baseline_seeds", "probe": "probe",
            "references": "references", "distill_encoders": "distill_encoders",
-           "archive_dir": "archive_dir", "epochs": "distill.train.epochs"}
+           "archive_dir": "prepare.archive_dir", "epochs": "distill.train.epochs"}
   assert {f: rows[f].path_on("study") for f in study} == study
   assert len(rows) == len(settings.SETTINGS)  # One row per flag.
 
@@ -189,8 +190,32 @@ def test_baseline_is_the_study_step_there_and_stage_3_runs_here():
 
 def test_archive_dir_takes_the_split_lists_given_beside_it():
   cfg = _study(archive_dir="A", expanded_splits="E")
-  assert (cfg.archive_dir, cfg.split_dirs) == ("A", (("expanded", "E"),))
-  assert _study(basic_splits="B").split_dirs == ()  # Nothing to prepare without an archive.
+  assert (cfg.prepare.archive_dir, cfg.prepare.split_dirs) == ("A", (("expanded", "E"),))
+  # Nothing to prepare without an archive.
+  assert _study(basic_splits="B").prepare.split_dirs == ()
+  prepared = settings.resolve(study_config.PrepareConfig(), {"archive_dir": "A",
+                                                             "basic_splits": "B"}, root="prepare")
+  assert (prepared.archive_dir, prepared.split_dirs) == ("A", (("basic", "B"),))
+
+
+def test_stages_prepare_takes_the_study_step_0_rows_and_its_own():
+  rows = {r.flag: r for r in settings.offered("prepare", settings.PREPARE_GROUPS)}
+  assert set(rows) == {"archive_dir", "basic_splits", "expanded_splits", "compute_stats",
+                       "examples_per_shard", "workers", "output_dir", "source", "tfds_data_dir",
+                       "tfds_split", "split_seed", "split_percents"}
+  # One flag, two fields: the label splits a study uses, the splits stages.prepare generates.
+  assert rows["split_percents"].path_on("prepare") == "split_percents"
+  assert rows["split_percents"].path_on("study") == "distill.data.split_percents"
+  cfg = settings.resolve(study_config.PrepareConfig(), {
+      "output_dir": "D", "split_percents": "5,50", "workers": "2", "source": "tfds"},
+      ["examples_per_shard=10"], root="prepare")
+  assert (cfg.output_dir, cfg.split_percents, cfg.workers, cfg.source,
+          cfg.examples_per_shard) == ("D", (5, 50), 2, "tfds", 10)
+  with pytest.raises(ValueError, match="split_percents=\\[0\\]: each must be in 1..100"):
+    settings.resolve(study_config.PrepareConfig(), {"split_percents": "0"}, root="prepare")
+  fv = flags.FlagValues()
+  common.define_prepare_flags(flag_values=fv)
+  assert set(rows) | {"set", "print_config"} == set(fv)  # No --preset: no presets.
 
 
 def test_encoder_specs_replace_the_list_and_their_errors_name_the_flag():
@@ -225,7 +250,7 @@ def _define(root, groups):
 
 @pytest.mark.parametrize("group", settings.STUDY_GROUPS)
 def test_a_command_has_the_flags_of_the_groups_it_takes(group):
-  for root in settings.ROOTS:
+  for root in ("distill", "study"):  # stages.prepare: see test_stages_prepare_takes_...
     groups = settings.STAGE3_GROUPS if root == "distill" else settings.STUDY_GROUPS
     if group not in groups:
       continue
@@ -315,7 +340,8 @@ def test_a_row_must_be_well_formed():
     ("study", "finetune.seeds=0,1", "finetune.seeds", (0, 1)),
     ("study", "distill.train.epochs=3", "distill.train.epochs", (3,)),
     ("study", "reference.neighbours=4", "reference.neighbours", 4),  # No flag: --set only.
-    ("study", "split_dirs=basic:B,expanded:E", "split_dirs", (("basic", "B"), ("expanded", "E"))),
+    ("study", "prepare.split_dirs=basic:B,expanded:E", "prepare.split_dirs",
+     (("basic", "B"), ("expanded", "E"))),
 ])
 def test_set_reaches_nested_fields_by_their_types(root, text, path, value):
   base = BASES[root]()
@@ -343,7 +369,7 @@ def test_set_reaches_nested_fields_by_their_types(root, text, path, value):
     ("distill", "train.epochs", "--set=train.epochs is not PATH=VALUE, e.g. --set=train.epochs=3"),
     ("study", "encoders=A", "encoders holds EncoderSpec records, which --set does not parse; use "
      "--encoder"),
-    ("study", "split_dirs=basic", "'basic' is not 2 values joined by ':'"),
+    ("study", "prepare.split_dirs=basic", "'basic' is not 2 values joined by ':'"),
 ])
 def test_a_bad_set_says_what_the_field_takes(root, text, message):
   with pytest.raises(ValueError) as e:

@@ -12,55 +12,43 @@ digits demo needs no preparation: `data.source.open_data` prepares it on first u
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pathlib
-from typing import Mapping, Sequence
 
-from simclr_distill.config import STUDY_SPLIT_PERCENTS
 from simclr_distill.data import records, source
-from simclr_distill.study_config import StudyConfig
+from simclr_distill.study_config import PrepareConfig, StudyConfig
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("archive", "tfds")
 
-
-def run(output_dir: str | os.PathLike, *, source_name: str = "archive",
-        archive_dir: str | None = None, tfds_data_dir: str | None = None,
-        tfds_split: str = "train", examples_per_shard: int = 1000, workers: int | None = None,
-        compute_stats: bool = False, split_dirs: Mapping[str, str] | None = None,
-        split_seed: int = 0, percents: Sequence[int] = STUDY_SPLIT_PERCENTS
-        ) -> records.PreparedData:
-  """Prepares `output_dir` from an archive (one folder per patch) or TFDS's bigearthnet/all.
-
-  Args:
-    workers: conversion processes (None: the converter's default).
-    split_dirs: scheme -> a directory of the study's split lists to import (train_1 ...
-      test); schemes not given get splits generated with the study's procedure (`split_seed`,
-      `percents`).
+def run(cfg: PrepareConfig) -> records.PreparedData:
+  """Prepares `cfg.output_dir` from an archive (one folder per patch) or TFDS's
+  bigearthnet/all; schemes without imported split lists (`cfg.split_dirs`) get splits
+  generated with the study's procedure.
 
   Raises:
-    ValueError: for an archive source without `archive_dir`, or an unknown source.
+    ValueError: for no output directory, or an archive source without `archive_dir`.
   """
   from simclr_distill.data import bigearthnet
 
-  kwargs = dict(compute_stats=compute_stats, split_dirs=dict(split_dirs or {}), seed=split_seed,
-                percents=list(percents))
-  if source_name == "archive":
-    if not archive_dir:
+  if not cfg.output_dir:
+    raise ValueError("give --output_dir: the prepared data directory to write")
+  kwargs = dict(compute_stats=cfg.compute_stats, split_dirs=dict(cfg.split_dirs),
+                seed=cfg.split_seed, percents=list(cfg.split_percents))
+  if cfg.source == "archive":
+    if not cfg.archive_dir:
       raise ValueError("--source=archive needs --archive_dir (one folder per patch)")
-    return bigearthnet.prepare_archive(archive_dir, output_dir,
-                                       examples_per_shard=examples_per_shard,
-                                       workers=workers, **kwargs)
-  if source_name == "tfds":
-    from simclr_distill.data import tfds_source
+    return bigearthnet.prepare_archive(cfg.archive_dir, cfg.output_dir,
+                                       examples_per_shard=cfg.examples_per_shard,
+                                       workers=cfg.workers or os.cpu_count(), **kwargs)
+  from simclr_distill.data import tfds_source
 
-    patches = tfds_source.iter_tfds_patches(split=tfds_split, data_dir=tfds_data_dir,
-                                            bands=bigearthnet.BANDS)
-    return bigearthnet.prepare_from_patches(patches, output_dir, source="tfds:bigearthnet/all",
-                                            examples_per_shard=examples_per_shard, **kwargs)
-  raise ValueError(f"unknown source {source_name!r}; known: {', '.join(SOURCES)}")
+  patches = tfds_source.iter_tfds_patches(split=cfg.tfds_split, data_dir=cfg.tfds_data_dir,
+                                          bands=bigearthnet.BANDS)
+  return bigearthnet.prepare_from_patches(patches, cfg.output_dir, source="tfds:bigearthnet/all",
+                                          examples_per_shard=cfg.examples_per_shard, **kwargs)
 
 
 def summary(data: records.PreparedData, output_dir) -> list[str]:
@@ -76,7 +64,7 @@ def summary(data: records.PreparedData, output_dir) -> list[str]:
 
 
 def prepare_study_data(cfg: StudyConfig) -> records.PreparedData:
-  """The study's data: the digits demo, or BigEarthNet prepared from `cfg.archive_dir` when
+  """The study's data: the digits demo, or BigEarthNet prepared from `cfg.prepare` when
   `--data_dir` is not prepared yet.
 
   Raises:
@@ -84,10 +72,10 @@ def prepare_study_data(cfg: StudyConfig) -> records.PreparedData:
   """
   d = cfg.distill.data
   if d.source == "records" and not (pathlib.Path(d.data_dir) / records.MANIFEST).is_file():
-    if not cfg.archive_dir:
+    if not cfg.prepare.archive_dir:
       raise FileNotFoundError(
           f"no prepared data at {d.data_dir}; give --archive_dir (a BigEarthNet-S2 archive) to "
           "prepare it here, or run stages.prepare first")
-    log.info("preparing %s from %s", d.data_dir, cfg.archive_dir)
-    run(d.data_dir, archive_dir=cfg.archive_dir, split_dirs=dict(cfg.split_dirs))
+    log.info("preparing %s from %s", d.data_dir, cfg.prepare.archive_dir)
+    run(dataclasses.replace(cfg.prepare, output_dir=d.data_dir, source="archive"))
   return source.open_data(cfg.distill)

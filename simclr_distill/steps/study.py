@@ -88,11 +88,11 @@ def _data_problems(cfg: StudyConfig) -> tuple[records.PreparedData | None, list[
   stops it."""
   d = cfg.distill.data
   if d.source == "records" and not (pathlib.Path(d.data_dir) / records.MANIFEST).is_file():
-    if not cfg.archive_dir:
+    if not cfg.prepare.archive_dir:
       return None, [f"no prepared data at {d.data_dir} (--data_dir): give --archive_dir (a "
                     "BigEarthNet-S2 archive) to prepare it there, or run stages.prepare first"]
-    if not pathlib.Path(cfg.archive_dir).is_dir():
-      return None, [f"--archive_dir={cfg.archive_dir} is not a directory"]
+    if not pathlib.Path(cfg.prepare.archive_dir).is_dir():
+      return None, [f"--archive_dir={cfg.prepare.archive_dir} is not a directory"]
     return None, []
   try:
     return source.open_data(cfg.distill), []
