@@ -18,7 +18,7 @@ from typing import Any, Callable
 from absl import flags
 
 from simclr_distill import config as config_lib
-from simclr_distill import settings
+from simclr_distill import config_paths, settings
 from simclr_distill import study_config
 
 FLAGS = flags.FLAGS
@@ -145,7 +145,7 @@ def _resolved(root: str, base: Any) -> Any:
     start = f"--preset={FLAGS.preset}" if "preset" in FLAGS else "the defaults"
     print(f"# {type(cfg).__name__} of {start}, then the flags, then --set "
           "(--set=PATH=VALUE takes these paths)")
-    print(settings.format_config(cfg))
+    print(config_paths.format_config(cfg))
     sys.exit(0)
   return cfg
 

@@ -16,7 +16,7 @@ import typing
 import pytest
 from absl import flags
 
-from simclr_distill import settings, study_config
+from simclr_distill import config_paths, settings, study_config
 from simclr_distill import config as config_lib
 from stages import common
 
@@ -106,8 +106,8 @@ def test_each_flag_changes_exactly_its_field(root, row):
   assert path in changes and _matches(changes[path], hint), (changes, hint)
   changed = settings.resolve(base, values, root=root)
   assert _field(changed, path)[0] == changes[path] != current
-  before = dict(settings._flatten(base))
-  after = dict(settings._flatten(changed))
+  before = dict(config_paths.flatten(base))
+  after = dict(config_paths.flatten(changed))
   differ = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
   differ = {p.split("[")[0] for p in differ}  # encoders[1].name -> encoders
   assert differ <= set(changes), (differ, changes)
@@ -390,7 +390,7 @@ def test_set_values_still_meet_the_invariants():
 def test_printed_config_lines_parse_back_to_its_values(root, name):
   """Every line --print_config shows works as a --set (records aside, which --set refuses)."""
   cfg = (config_lib if root == "distill" else study_config).get_preset(name)
-  for line in settings.format_config(cfg).splitlines():
+  for line in config_paths.format_config(cfg).splitlines():
     path, _, _ = line.partition("=")
     if "[" in path:
       continue
