@@ -19,11 +19,6 @@ from simclr_distill.config import DistillConfig, LossConfig
 from simclr_distill.teachers import TeacherEntry, TeacherError, make_ensemble
 
 STAGES = ("distill", "baseline", "finetune")
-# Fields added after the first release, left out of a run's identity at these (JSON) defaults.
-_LATER_FIELDS = {"encoder": "", "encoder_optimizer": "", "encoder_digest": "", "freeze": "none",
-                 "init": "scratch", "augment": "", "mixup": 0.0, "generation": 1,
-                 "schedule": "constant", "warmup_epochs": 0, "select": "best",
-                 "student_classes": [], "min_steps": 0}
 _LATER_TEACHER_FIELDS = {"members": [], "combine": ""}
 
 
@@ -164,6 +159,13 @@ class RunSpec:
         "schedule": self.schedule, "method": self.method,
     }
 
+
+# Fields added after the first release (every field declared after `pool_balance`) are left out
+# of a run's identity at their defaults, so the ids of runs finished before a field existed
+# stay valid: a new setting of the run is a new field at the end of `RunSpec`, nothing more.
+_FIELDS = dataclasses.fields(RunSpec)
+_LATER_FIELDS = {f.name: json.loads(json.dumps(f.default)) for f in _FIELDS[
+    [f.name for f in _FIELDS].index("pool_balance") + 1:]}
 
 SAME_ARCH = "same"  # Self-distillation: the student is the teacher's own network, re-initialised.
 
