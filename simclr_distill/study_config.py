@@ -1,11 +1,12 @@
-"""Typed settings of stages 1 and 2 and of the whole study, with the study's presets.
+"""Typed settings of the stages around stage 3 and of the whole study, with its presets.
 
 `config.py` holds stage 3's `DistillConfig`; this module holds what the other stages add:
-`PretrainConfig` (stage 1), `FinetuneConfig` (stage 2), `EncoderSpec` (one encoder of the
-study's encoder axis), `ProbeConfig` and `ReferenceConfig` (stage 1's probes and the classical
-reference), and `StudyConfig`, which holds them all with the stage-3 config. Every class is a
-frozen dataclass whose `__post_init__` says what to change; presets are plain data. No
-TensorFlow is imported here, so settings are checked (and printed) before it loads.
+`PrepareConfig` (data preparation), `PretrainConfig` (stage 1), `FinetuneConfig` (stage 2),
+`EncoderSpec` (one encoder of the study's encoder axis), `ProbeConfig` and `ReferenceConfig`
+(stage 1's probes and the classical reference), and `StudyConfig`, which holds them all with
+the stage-3 config. Every class is a frozen dataclass whose `__post_init__` says what to
+change; presets are plain data. No TensorFlow is imported here, so settings are checked (and
+printed) before it loads.
 """
 
 from __future__ import annotations

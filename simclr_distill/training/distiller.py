@@ -1,4 +1,4 @@
-"""One training run: the `Distiller` model, its datasets, and the run's files and results row.
+"""The `Distiller`: the Keras model every finetune, distill and baseline run trains.
 
 `Distiller` follows `keras.distillation.Distiller` (a `keras.Model` wrapping the student, the
 teacher frozen and called with training=False, the objective in `compute_loss`, separate loss
@@ -10,7 +10,8 @@ trackers) and departs from it where stage 3 needs to:
   * partially labelled streams: the ground-truth term is a masked mean over the labelled
     examples of a batch (keras' Distiller needs a label for every example);
   * the study's hard pseudo-labels as a loss kind.
-The same class trains baselines and demo teachers (no teacher, alpha = 1).
+The same class trains baselines and demo teachers (no teacher, alpha = 1). What it needs
+from Keras internals to run on a multi-worker cluster is in `keras_compat.ClusterSafeModel`.
 """
 
 
