@@ -33,7 +33,7 @@ def run_scale(scale: common.Scale, work, report: common.Report) -> None:
   labels = (logits > 0).astype(np.float32)
 
   ours = distiller.Distiller(common.build(scale, scale.student, shape), task="binary",
-                           loss_kind="hard")
+                             loss_kind="hard")
   ours.compile(optimizer=keras.optimizers.Adam(1e-4), steps_per_execution=scale.steps_per_execution)
   plain = common.build(scale, scale.student, shape)
   plain.compile(optimizer=keras.optimizers.Adam(1e-4),

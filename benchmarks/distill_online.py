@@ -62,7 +62,7 @@ def run_scale(scale: common.Scale, work, report: common.Report) -> None:
                                  images[:16])
 
   ours = distiller.Distiller(common.build(scale, scale.student, shape), task="binary",
-                           loss_kind="hard", teacher=teacher)
+                             loss_kind="hard", teacher=teacher)
   ours.compile(optimizer=keras.optimizers.Adam(1e-4), steps_per_execution=scale.steps_per_execution)
   theirs = keras.distillation.Distiller(
       teacher=teacher_model, student=common.build(scale, scale.student, shape),

@@ -42,7 +42,7 @@ def run_scale(scale: common.Scale, work: pathlib.Path, report: common.Report) ->
   all_ids = np.asarray(data.ids())
   logits = np.random.default_rng(0).standard_normal((len(all_ids), 1)).astype(np.float32)
   model = distiller.Distiller(common.build(scale, scale.student, data.image_shape), task="binary",
-                            loss_kind="hard")
+                              loss_kind="hard")
   model.compile(optimizer=keras.optimizers.Adam(1e-4), steps_per_execution=scale.steps_per_execution)
   # The paper preset streams the records every epoch (590k patches fit no memory); the demo
   # caches the decoded examples after the first pass. The small scale is timed both ways.

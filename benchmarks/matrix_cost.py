@@ -85,7 +85,7 @@ def fixed_cost(scale: common.Scale, report: common.Report) -> None:
         raise RuntimeError("the kept model could not be re-initialised")
     else:
       model = distiller.Distiller(common.build(scale, scale.student, shape), task="binary",
-                                loss_kind="hard")
+                                  loss_kind="hard")
       model.compile(optimizer=keras.optimizers.Adam(1e-4),
                     steps_per_execution=scale.steps_per_execution)
     build = time.perf_counter() - start

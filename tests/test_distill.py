@@ -38,7 +38,7 @@ def _train(strategy, *, online, kind="soft_kl", alpha=0.3, initial=None):
       student.set_weights(initial)
     teacher = Teacher(TeacherEntry("t", "basic", 1, "t.keras"), _net(1), "logits") if online else None
     model = distiller.Distiller(student, task="binary", loss_kind=kind, temperature=2.0, alpha=alpha,
-                              teacher=teacher)
+                                teacher=teacher)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
   history = model.fit(_data(teacher_model, not online), epochs=3, verbose=0, shuffle=False)
   return student.get_weights(), history.history

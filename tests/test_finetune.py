@@ -53,7 +53,7 @@ def test_encoder_blocks_follow_each_architecture(arch, shape, expected):
 def test_teacher_keeps_the_pretrained_weights_and_adds_the_study_head(encoder_checkpoint):
   network = keras.models.load_model(encoder_checkpoint)
   teacher = teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
-                                   num_outputs=1, dropout=0.5, freeze="none")
+                                      num_outputs=1, dropout=0.5, freeze="none")
   assert teacher.layers[0].name == "image" and tuple(teacher.input.shape[1:]) == (8, 8, 1)
   np.testing.assert_array_equal(teacher.get_layer("projection_512").get_weights()[0],
                                 network.get_layer("projection_512").get_weights()[0])
@@ -65,26 +65,26 @@ def test_teacher_keeps_the_pretrained_weights_and_adds_the_study_head(encoder_ch
 
 def test_freeze_encoder_trains_the_head_only_and_blocks_freeze_a_prefix(encoder_checkpoint):
   head_only = teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
-                                     num_outputs=1, dropout=0.5, freeze="encoder")
+                                        num_outputs=1, dropout=0.5, freeze="encoder")
   trainable = {l.name for l in head_only.layers if l.trainable and l.weights}
   assert trainable == {"finetune_dense1", "finetune_dense2", "logits"}
   first = teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
-                                 num_outputs=1, dropout=0.5, freeze="blocks:1")
+                                    num_outputs=1, dropout=0.5, freeze="blocks:1")
   frozen = {l.name for l in first.layers if not l.trainable and l.weights}
   assert frozen == {"cnn_block1_conv1", "cnn_block1_conv2"}
   with pytest.raises(ValueError, match="only 2 blocks"):
     teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
-                           num_outputs=1, dropout=0.5, freeze="blocks:3")
+                              num_outputs=1, dropout=0.5, freeze="blocks:3")
   with pytest.raises(ValueError, match=r"takes \(8, 8, 1\) inputs but the data is \(8, 8, 3\)"):
     teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 3), width=8,
-                           num_outputs=1, dropout=0.5, freeze="none")
+                              num_outputs=1, dropout=0.5, freeze="none")
 
 
 def test_a_frozen_encoder_run_leaves_the_encoder_as_pretrained_and_publishes_a_teacher(
     encoder_checkpoint, tmp_path):
   config = C.override(C.get_preset("smoke"), {"workdir": str(tmp_path), "data.split_percents": (100,)})
   encoder = teacher_net.Encoder(name="enc", optimizer="sgd", checkpoint=str(encoder_checkpoint),
-                             arch="cnn", width=8)
+                                arch="cnn", width=8)
   ctx = context.make_context(config, encoders={"enc": encoder})
   ft = study_config.FinetuneConfig(freeze="encoder", learning_rate=1e-2, epochs=3, patience=3)
   (run,) = matrix.finetune_matrix(config, ft, [encoder], ctx.data.fingerprint())
@@ -98,7 +98,7 @@ def test_a_frozen_encoder_run_leaves_the_encoder_as_pretrained_and_publishes_a_t
     np.testing.assert_array_equal(trained.get_layer(name).get_weights()[0],
                                   pretrained.get_layer(name).get_weights()[0])
   fresh = teacher_net.build_teacher(encoder_checkpoint, arch="cnn", input_shape=(8, 8, 1), width=8,
-                                 num_outputs=1, dropout=0.5, freeze="encoder")
+                                    num_outputs=1, dropout=0.5, freeze="encoder")
   assert not np.allclose(trained.get_layer("logits").get_weights()[0],
                          fresh.get_layer("logits").get_weights()[0])
 

@@ -68,7 +68,7 @@ def test_offline_and_online_runs_start_from_identical_students_for_every_teacher
     for mode in ("offline", "online"):
       _disturb_random_state(i)
       _, student, teacher, _ = networks.build_run_model(_run(entry, mode), ctx, steps=10,
-                                                       offline=mode == "offline")
+                                                        offline=mode == "offline")
       assert (teacher is None) == (mode == "offline")
       initial[name, mode] = [np.array(w) for w in student.get_weights()]
   first = initial["keras", "offline"]

@@ -53,7 +53,7 @@ def finetune_teachers(cfg: StudyConfig, encoders: Sequence[teacher_net.Encoder],
   zoo = pathlib.Path(zoo_dir or cfg.workdir / ZOO)
   zoo.mkdir(parents=True, exist_ok=True)
   ctx = context.make_context(cfg.distill, safe_mode=safe_mode,
-                            encoders={e.name: e for e in encoders})
+                             encoders={e.name: e for e in encoders})
   runs = matrix.select(matrix.finetune_matrix(cfg.distill, cfg.finetune, encoders,
                                               ctx.data.fingerprint()),
                        only=cfg.distill.only if only is None else only,
