@@ -37,7 +37,7 @@ from simclr_distill.study_config import ProbeConfig
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "probe_predictions.parquet"
+PREDICTIONS = results.PROBE_PREDICTIONS
 RANDOM_INIT = "none"
 
 

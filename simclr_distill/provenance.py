@@ -222,29 +222,6 @@ def stale_message(workdir: str | os.PathLike, stale: Sequence[Verdict], flag: st
       f"exactly these runs (their old files are kept in {kept})."])
 
 
-def run_inputs(run, ctx) -> dict[str, str]:
-  """The current digests of what a run (a `matrix.RunSpec`) reads, given its `RunContext`: the
-  data, its split lists, its teacher's checkpoint(s) and, for cached teaching, the label
-  caches that exist (a missing cache is rebuilt from the same teacher and data)."""
-  from simclr_distill import labelling  # Not at import: labelling imports TensorFlow.
-
-  lists = ctx.split_digests()
-  used = lists_read(run.stage, run.labeling, run.split_percent, protocol=run.protocol,
-                    validated=run.early_stopping, pool_lists=list(lists))
-  inputs = {"data": ctx.data_digest(), **{k: lists[k] for k in used if k in lists}}
-  if run.teacher is not None:
-    cached = run.teacher_mode in ("offline", "fixed") or run.pool_balance == "teacher"
-    for member in run.teacher.members or (run.teacher,):
-      if ctx.zoo_dir is None and not pathlib.Path(member.path).is_absolute():
-        continue  # No zoo to find it in (a run given its cached logits alone).
-      path = member.resolve(ctx.zoo_dir)
-      inputs[f"teacher/{member.teacher_id}"] = file_digest(path) if path.exists() else "missing"
-      marker = labelling.cache_dir(ctx.labels_dir, member.teacher_id) / labelling.COMPLETE
-      if cached and marker.is_file():
-        inputs[f"labels/{member.teacher_id}"] = file_digest(marker)
-  return inputs
-
-
 def reusable(workdir: str | os.PathLike, run_id: str, inputs: Mapping[str, str], *,
              retrain_stale: bool = False) -> bool:
   """For a result computed outside the run matrix (a probe, a reference): True when it is

@@ -22,6 +22,9 @@ ROW_FILE = "result.json"
 TABLE_PARQUET = "results.parquet"
 TABLE_CSV = "results.csv"
 LOCK = ".results.lock"
+# A stage-1 probe's validation predictions, in its run directory (written by `probe`, read by
+# `stats`): named here, with the rest of a workdir's layout, so the reader needs no probe code.
+PROBE_PREDICTIONS = "probe_predictions.parquet"
 
 # The study's columns first (distill_results.csv), then what a reproduction needs to know.
 STUDY_COLUMNS = ("model", "labeling", "split_percent", "arch", "loss", "tp", "fp", "tn", "fn",

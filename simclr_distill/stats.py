@@ -224,10 +224,9 @@ def load_predictions_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_probe_predictions(run_dir: str | pathlib.Path, probe: str = "linear") -> pd.DataFrame:
-  """A stage-1 probe's validation predictions (`probe.PREDICTIONS`) with a `predicted` column."""
-  from simclr_distill import probe as probe_lib
-
-  path = pathlib.Path(run_dir) / probe_lib.PREDICTIONS
+  """A stage-1 probe's validation predictions (`results.PROBE_PREDICTIONS`) with a `predicted`
+  column."""
+  path = pathlib.Path(run_dir) / results.PROBE_PREDICTIONS
   if not path.is_file():
     raise FileNotFoundError(f"no saved probe predictions at {path}")
   frame = pd.read_parquet(path)

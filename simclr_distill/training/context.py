@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
-from simclr_distill import checkpointing, provenance
+from simclr_distill import checkpointing, labelling, provenance
 from simclr_distill.config import DistillConfig
 from simclr_distill.data import records, source
 from simclr_distill.training import runtime
@@ -104,3 +104,25 @@ def make_context(config: DistillConfig, *, safe_mode: bool = True,
                     imagenet_dir=config.student.imagenet_dir,
                     fold_batchnorm=config.teacher.fold_batchnorm,
                     retrain_stale=config.retrain_stale)
+
+
+def run_inputs(run, ctx: RunContext) -> dict[str, str]:
+  """The current digests of what a run (a `matrix.RunSpec`) reads, given its `RunContext`: the
+  data, its split lists, its teacher's checkpoint(s) and, for cached teaching, the label
+  caches that exist (a missing cache is rebuilt from the same teacher and data)."""
+  lists = ctx.split_digests()
+  used = provenance.lists_read(run.stage, run.labeling, run.split_percent, protocol=run.protocol,
+                               validated=run.early_stopping, pool_lists=list(lists))
+  inputs = {"data": ctx.data_digest(), **{k: lists[k] for k in used if k in lists}}
+  if run.teacher is not None:
+    cached = run.teacher_mode in ("offline", "fixed") or run.pool_balance == "teacher"
+    for member in run.teacher.members or (run.teacher,):
+      if ctx.zoo_dir is None and not pathlib.Path(member.path).is_absolute():
+        continue  # No zoo to find it in (a run given its cached logits alone).
+      path = member.resolve(ctx.zoo_dir)
+      inputs[f"teacher/{member.teacher_id}"] = (provenance.file_digest(path) if path.exists()
+                                                else "missing")
+      marker = labelling.cache_dir(ctx.labels_dir, member.teacher_id) / labelling.COMPLETE
+      if cached and marker.is_file():
+        inputs[f"labels/{member.teacher_id}"] = provenance.file_digest(marker)
+  return inputs

@@ -22,7 +22,7 @@ import tensorflow as tf
 from simclr_distill import checkpointing, fileio, labelling, provenance, results, scoring
 from simclr_distill import selection as selection_lib
 from simclr_distill.matrix import RunSpec
-from simclr_distill.training import networks
+from simclr_distill.training import context, networks
 from simclr_distill.training.context import RunContext
 from simclr_distill.training.rundata import RunDatasets
 
@@ -165,7 +165,7 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
   cached = None
   if offline or (distilling and run.pool_balance == "teacher"):
     cached = labelling.load_teacher_logits(ctx.labels_dir, run.teacher)
-  inputs = provenance.run_inputs(run, ctx)  # What this run reads, as it starts.
+  inputs = context.run_inputs(run, ctx)  # What this run reads, as it starts.
   datasets = RunDatasets(run, ctx, cached, teacher_in_targets=offline)
   steps = datasets.steps_per_epoch()
   _warn_if_batch_exceeds_data(run, datasets)

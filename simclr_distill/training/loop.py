@@ -9,7 +9,7 @@ import logging
 import time
 
 from simclr_distill import fileio, matrix, provenance, results
-from simclr_distill.training import executor
+from simclr_distill.training import context, executor
 from simclr_distill.training.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ def check_run(run: matrix.RunSpec, ctx: RunContext) -> provenance.Verdict:
   current ones, and its checkpoint and predictions match their digests."""
   finished = results.is_done(ctx.workdir, run.run_id)
   return provenance.verdict(ctx.workdir, run.run_id,
-                            provenance.run_inputs(run, ctx) if finished else None)
+                            context.run_inputs(run, ctx) if finished else None)
 
 
 def plan_runs(runs, ctx: RunContext, what: str) -> list[matrix.RunSpec]:
