@@ -370,7 +370,7 @@ def changes_from_values(rows: Iterable[Setting], values: Mapping[str, Any], *,
     rows: the settings to read (others' values are ignored).
     values: {flag name: value} of the flags given, as absl parsed them (a list for list
       flags) or as text.
-    root: "study" or "distill": which config the paths are relative to.
+    root: "study", "distill" or "prepare": which config the paths are relative to.
 
   Raises:
     ValueError: "--flag=value: why" for a value its setting cannot take.
@@ -411,7 +411,7 @@ def resolve(base: Any, values: Mapping[str, Any], assignments: Iterable[str] = (
     base: the preset, a config of `root`.
     values: {flag name: value} of the given flags (see `changes_from_values`).
     assignments: PATH=VALUE texts (see `parse_assignment`), applied after the flags.
-    root: "study" or "distill": which config `base` is.
+    root: "study", "distill" or "prepare": which config `base` is.
     rows: the table (default: SETTINGS).
 
   Returns:

@@ -35,6 +35,7 @@ _SET_EXAMPLES = {"distill": "--set=train.epochs=3 --set=data.split_percents=3,10
                  "study": "--set=distill.train.epochs=3 --set=pretrain.temperature=0.2",
                  "prepare": "--set=examples_per_shard=500"}
 _root: str | None = None  # The config this command's flags build: "distill", "study", "prepare".
+_built: dict[str, Any] = {}  # That config, built once from the parsed flags (`parse_flags`).
 
 
 def define_flags(groups=GROUPS, presets=None, *, flag_values=FLAGS) -> None:
@@ -115,23 +116,23 @@ def config_from_flags(base: config_lib.DistillConfig | None = None) -> config_li
   Raises:
     ValueError: for a value a flag or --set cannot take, or a config breaking an invariant.
   """
-  return _resolved("distill", base or config_lib.get_preset(FLAGS.preset))
+  return _resolved("distill", lambda: config_lib.get_preset(FLAGS.preset), base)
 
 
 def study_from_flags() -> study_config.StudyConfig:
   """The study preset with every given flag, then each --set, applied (see
   `config_from_flags`)."""
-  return _resolved("study", study_config.get_preset(FLAGS.preset))
+  return _resolved("study", lambda: study_config.get_preset(FLAGS.preset))
 
 
 def prepare_from_flags() -> study_config.PrepareConfig:
   """`stages.prepare`'s config: the defaults with every given flag, then each --set, applied
   (see `config_from_flags`)."""
-  return _resolved("prepare", study_config.PrepareConfig())
+  return _resolved("prepare", study_config.PrepareConfig)
 
 
 def resolve_flags(root: str, base: Any, flag_values: flags.FlagValues = FLAGS) -> Any:
-  """`base` (a config of `root`: "distill" or "study") with the settings given in the parsed
+  """`base` (a config of `root`: see `settings.ROOTS`) with the settings given in the parsed
   `flag_values`, then their --set assignments."""
   values = {row.flag: flag_values[row.flag].value for row in settings.offered(root)
             if row.flag in flag_values and flag_values[row.flag].present}
@@ -139,8 +140,17 @@ def resolve_flags(root: str, base: Any, flag_values: flags.FlagValues = FLAGS) -
   return settings.resolve(base, values, assignments, root=root)
 
 
-def _resolved(root: str, base: Any) -> Any:
-  cfg = resolve_flags(root, base)
+def _resolved(root: str, preset: Callable[[], Any], base: Any = None) -> Any:
+  """The `root` config of the parsed flags on `base`, or on `preset()`; the latter is built
+  once per command (`parse_flags` builds it first, the stage's `main` takes it)."""
+  if base is not None:
+    return _print_or_return(resolve_flags(root, base))
+  if root not in _built:
+    _built[root] = _print_or_return(resolve_flags(root, preset()))
+  return _built[root]
+
+
+def _print_or_return(cfg: Any) -> Any:
   if "print_config" in FLAGS and FLAGS.print_config:
     start = f"--preset={FLAGS.preset}" if "preset" in FLAGS else "the defaults"
     print(f"# {type(cfg).__name__} of {start}, then the flags, then --set "

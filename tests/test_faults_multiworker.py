@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from simclr_distill import labelling, models, results, teachers
+from simclr_distill import keras_compat, labelling, models, results, teachers
 from simclr_distill.data import digits
 from simclr_distill.training import rundata, runtime
 
@@ -166,7 +166,7 @@ def _predictions(report: dict) -> pd.DataFrame:
 
 def test_the_writer_and_the_data_sharding_of_one_process():
   strategy = tf.distribute.get_strategy()
-  assert runtime.is_writer(strategy) and not runtime.is_multi_worker(strategy)
+  assert runtime.is_writer(strategy) and not keras_compat.is_multi_worker(strategy)
   ds = rundata.shard_by_data(tf.data.Dataset.range(8)).shuffle(8, seed=0).batch(4)
   assert ds.options().experimental_distribute.auto_shard_policy == (
       tf.data.experimental.AutoShardPolicy.DATA)

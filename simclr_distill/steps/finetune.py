@@ -21,6 +21,7 @@ from simclr_distill import fileio, matrix, provenance, results, teacher_net
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import source
 from simclr_distill.steps import pretrain
+from simclr_distill.steps import zoo as zoo_lib
 from simclr_distill.study_config import StudyConfig
 from simclr_distill.training import context, loop, runtime
 
@@ -73,13 +74,8 @@ def finetune_teachers(cfg: StudyConfig, encoders: Sequence[teacher_net.Encoder],
     if not results.is_done(ctx.workdir, run.run_id):
       continue
     row = results.read_row(ctx.workdir, run.run_id)
-    entry = listed.get(run.run_id)
-    if row.get("status") != "ok":
-      continue
-    current = entry is not None and entry.resolve(zoo).is_file() and (
-        provenance.file_digest(entry.resolve(zoo))
-        == provenance.file_digest(ctx.workdir / row["checkpoint"]))
-    if not current:
+    if row.get("status") == "ok" and not zoo_lib.lists_file(
+        listed.get(run.run_id), zoo, provenance.file_digest(ctx.workdir / row["checkpoint"])):
       publish(run, row)
   return zoo
 

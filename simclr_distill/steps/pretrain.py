@@ -145,7 +145,7 @@ def run_pretraining(cfg: PretrainConfig, data: records.PreparedData, workdir: st
   """
   strategy = strategy or tf.distribute.get_strategy()
   path = _pretrain(cfg, data, workdir, strategy, checkpoint, retrain_stale=retrain_stale)
-  if probe is not None and strategy.extended.should_checkpoint:  # The chief writes the rows.
+  if probe is not None and runtime.is_writer(strategy):  # The chief writes the rows.
     probe_pretraining(cfg, data, workdir, path, probe, global_batch=cfg.batch_size *
                       strategy.num_replicas_in_sync, preset=preset, retrain_stale=retrain_stale)
   return path
@@ -158,10 +158,11 @@ def _pool_inputs(data: records.PreparedData) -> dict[str, str]:
                               digests)
 
 
-def _reusable_pretraining(out: pathlib.Path, data: records.PreparedData, retrain_stale: bool,
+def _reusable_pretraining(out: pathlib.Path, inputs: dict[str, str], retrain_stale: bool,
                           writer: bool) -> bool:
-  """Whether `out` holds a finished pretraining that may be reused (see `run_pretraining`);
-  a stale or corrupt one is moved to `superseded/` (by the writer) and trained again."""
+  """Whether `out` holds a finished pretraining that may be reused (see `run_pretraining`),
+  given the current digests of its `inputs` (`_pool_inputs`); a stale or corrupt one is moved
+  to `superseded/` (by the writer) and trained again."""
   checkpoint_path = out / simclr.CHECKPOINT
   if not checkpoint_path.is_file():
     return False
@@ -169,7 +170,7 @@ def _reusable_pretraining(out: pathlib.Path, data: records.PreparedData, retrain
       out / executor.CONFIG).is_file() else None
   if recorded is None:
     return True  # Finished before pretraining recorded its inputs: not verifiable.
-  before, now = recorded["inputs"], _pool_inputs(data)
+  before, now = recorded["inputs"], inputs
   changed = [provenance.describe(k) + " changed" for k in sorted(before) if now.get(k) != before[k]]
   corrupt = provenance.file_digest(checkpoint_path) != recorded["outputs"].get(simclr.CHECKPOINT)
   if not changed and not corrupt:
@@ -215,7 +216,8 @@ def _pretrain(cfg: PretrainConfig, data: records.PreparedData, workdir: str | pa
   out = pathlib.Path(workdir) / PRETRAIN / cfg.name
   checkpoint_path = out / simclr.CHECKPOINT
   writer = runtime.is_writer(strategy)  # False on a cluster's other workers: they write nothing.
-  if _reusable_pretraining(out, data, retrain_stale, writer):
+  inputs = _pool_inputs(data)  # What this pretraining reads, as it starts.
+  if _reusable_pretraining(out, inputs, retrain_stale, writer):
     return checkpoint_path
   out.mkdir(parents=True, exist_ok=True)
   ids = simclr.pretraining_pool(data)
@@ -251,7 +253,7 @@ def _pretrain(cfg: PretrainConfig, data: records.PreparedData, workdir: str | pa
     with fileio.atomic_path(checkpoint_path, suffix=".keras") as tmp:
       network.save(tmp)
     fileio.write_json(out / executor.CONFIG, {**settings, provenance.KEY: {
-        "inputs": _pool_inputs(data),
+        "inputs": inputs,
         "outputs": {simclr.CHECKPOINT: provenance.file_digest(checkpoint_path)}}})
   executor.finish_run(out, fit, writer)
   log.info("pretrained %s on %d examples in %.0f s -> %s", cfg.name, len(ids), fit.seconds,

@@ -42,7 +42,7 @@ def predicted_teachers(cfg: StudyConfig) -> list[teachers_lib.TeacherEntry]:
       for seed in cfg.finetune.seeds]
 
 
-def preflight(cfg: StudyConfig) -> None:
+def preflight(cfg: StudyConfig) -> records.PreparedData | None:
   """Every check of the study's inputs that can fail, before anything trains: the data (or
   the archive to prepare it from), each encoder's pretraining data and checkpoint, the
   teacher zoo, ImageNet weights of every baseline architecture that needs them, the split
@@ -50,6 +50,9 @@ def preflight(cfg: StudyConfig) -> None:
 
   Raises:
     ValueError: listing every problem found, each with what to do.
+
+  Returns:
+    The study's data, opened, or None when it is still to be prepared from the archive.
   """
   data, problems = _data_problems(cfg)
   if cfg.distill.teacher.zoo_dir is None:
@@ -81,6 +84,7 @@ def preflight(cfg: StudyConfig) -> None:
   if problems:
     raise ValueError("the study cannot run; nothing was trained. Every problem found:\n  - "
                      + "\n  - ".join(problems))
+  return data
 
 
 def _data_problems(cfg: StudyConfig) -> tuple[records.PreparedData | None, list[str]]:
@@ -153,10 +157,11 @@ def run(cfg: StudyConfig, *, safe_mode: bool = True) -> pd.DataFrame:
                      "--strategy); to shard a stage over machines, run stages.pretrain, "
                      "stages.finetune, stages.label, stages.distill and stages.baseline with "
                      "--num_shards/--shard_index")
-  preflight(cfg)
+  data = preflight(cfg)
   cfg.workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
-  data = prepare.prepare_study_data(cfg)
+  if data is None:  # Not prepared yet: from the archive.
+    data = prepare.prepare_study_data(cfg)
   distill_cfg = dataclasses.replace(cfg.distill, baseline=False)
   if cfg.distill.teacher.zoo_dir is None:
     log.info("stage 1: pretraining %s", ", ".join(e.name for e in cfg.selected_encoders()))

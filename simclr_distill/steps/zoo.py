@@ -44,16 +44,13 @@ def _ensure_demo_zoo(config: DistillConfig, ctx: RunContext) -> list[teachers_li
   runs = demo_teacher_runs(config, ctx)
   loop.train_runs(runs, ctx, "demo teachers")
   for run in runs:
-    teacher_id = f"none-{run.labeling}-{run.split_percent}" + (
-        "-multiclass" if run.task == "multiclass" else "")
+    teacher_id = matrix.teacher_name("none", run.labeling, run.split_percent, 0, run.task)
     row = results.read_row(ctx.workdir, run.run_id)
     if row.get("status") != "ok":
       raise ValueError(f"demo teacher {teacher_id} (run {run.run_id}) failed: {row.get('error')}")
     source = ctx.workdir / results.RUNS / run.run_id / executor.CHECKPOINT
     digest = provenance.file_digest(source)
-    listed = entries.get(teacher_id)
-    if (listed is not None and listed.resolve(zoo).is_file()
-        and provenance.file_digest(listed.resolve(zoo)) == digest):
+    if lists_file(entries.get(teacher_id), zoo, digest):
       continue  # Listed, and the file is the run's checkpoint.
     fileio.atomic_write(zoo / f"{teacher_id}.keras", lambda tmp: shutil.copyfile(source, tmp))
     entries[teacher_id] = teachers_lib.TeacherEntry(
@@ -63,6 +60,16 @@ def _ensure_demo_zoo(config: DistillConfig, ctx: RunContext) -> list[teachers_li
     teachers_lib.write_zoo(zoo, list(entries.values()))
   results.consolidate(ctx.workdir)
   return list(entries.values())
+
+
+def lists_file(entry: teachers_lib.TeacherEntry | None, zoo_dir: pathlib.Path,
+               digest: str) -> bool:
+  """Whether the zoo lists `entry` with a file whose content has `digest` (a run's
+  checkpoint, published there)."""
+  if entry is None:
+    return False
+  path = entry.resolve(zoo_dir)
+  return path.is_file() and provenance.file_digest(path) == digest
 
 
 def check_zoo(entries, zoo_dir: pathlib.Path) -> None:

@@ -9,8 +9,6 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from simclr_distill.keras_compat import is_multi_worker  # noqa: F401  (part of this API)
-
 
 def build_strategy(name: str, tpu: str | None = None, *,
                    collective_timeout: float | None = None) -> tf.distribute.Strategy:
