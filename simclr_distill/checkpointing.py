@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import ops as framework_ops
 
-from simclr_distill import fileio
+from simclr_distill import fileio, preemption
 
 log = logging.getLogger(__name__)
 
@@ -241,12 +241,20 @@ class StepCheckpoint(keras.callbacks.Callback):
     last = batch + 1 >= (self.params or {}).get("steps", float("inf"))
     if due and not last and not self._nonfinite:
       self.save(Position(self._epoch, done))
+    signum = preemption.requested()
+    if signum is not None and not last:  # At the last step, after the epoch's checkpoint.
+      if not self._nonfinite and not due:
+        self.save(Position(self._epoch, done))
+      raise preemption.Preempted(signum, checkpointed=not self._nonfinite)
 
   def on_epoch_end(self, epoch, logs=None):
     # Callbacks before this one (model selection, TerminateOnNaN) have had their say.
     self._offset = 0
     self.save(Position(epoch + 1, 0, stopped=bool(self.model.stop_training),
                        nonfinite=self._nonfinite))
+    signum = preemption.requested()
+    if signum is not None:
+      raise preemption.Preempted(signum, checkpointed=True)
 
 
 def _custom_gradients() -> set[str]:
@@ -306,7 +314,7 @@ def resumable_fit(model: keras.Model, make_train: Callable[[int], tf.data.Datase
 
   def fit(start: Position, end_epoch: int, steps: int) -> None:
     checkpoint.start_at(start)
-    with releasing_traced_gradients():
+    with releasing_traced_gradients(), preemption.training():
       logs = model.fit(make_train(start.batches(steps_per_epoch)), initial_epoch=start.epoch,
                        epochs=end_epoch, steps_per_epoch=steps, validation_data=validation_data,
                        callbacks=callbacks, shuffle=False, verbose=0).history

@@ -109,6 +109,127 @@ def _define_settings(root: str, groups, flag_values: flags.FlagValues) -> None:
                        flag_values=flag_values)
 
 
+# Flags of the launcher itself: never passed on to the commands the cluster's tasks run.
+LAUNCHER_FLAGS = ("launcher", "dry_run", "wait", "steps", "slurm_tasks", "slurm_throttle",
+                  "slurm_partition", "slurm_account", "slurm_time", "slurm_cpus", "slurm_mem",
+                  "slurm_gpus", "slurm_gres", "slurm_extra", "slurm_max_requeues",
+                  "slurm_signal_seconds", "slurm_setup", "slurm_python")
+_PER_JOB = ("A value for every job, JOB=VALUE for one, or both, comma separated (jobs: "
+            "prepare, pretrain, finetune, label, distill, baseline, report).")
+
+
+def define_launcher_flags(*, flag_values=FLAGS) -> None:
+  """--launcher and the SLURM settings (see `simclr_distill.cluster.slurm`)."""
+  flags.DEFINE_enum("launcher", "local", ["local", "slurm"], "local: run here. slurm: submit "
+                    "this command to SLURM as array jobs (stages.study: the whole chain, each step "
+                    "after the ones it reads) and return; --wait blocks until they end.",
+                    flag_values=flag_values)
+  flags.DEFINE_boolean("dry_run", False, "With --launcher=slurm: write the sbatch scripts into "
+                       "<workdir>/slurm/ and print them; submit nothing.", flag_values=flag_values)
+  flags.DEFINE_boolean("wait", False, "With --launcher=slurm: block until every task has ended, "
+                       "reporting their states; exit 1 if any failed or never ran.",
+                       flag_values=flag_values)
+  for name, example, what in (
+      ("tasks", "4,distill=30", "Tasks (workers) per array job, at most one per piece of work"),
+      ("throttle", "distill=8", "At most this many tasks of a job at once (--array=...%N)"),
+      ("partition", "gpu,report=cpu", "--partition"), ("account", "mylab", "--account"),
+      ("time", "12:00:00,pretrain=48:00:00", "--time of each task (it checkpoints and requeues "
+       "itself when warned before the limit)"),
+      ("cpus", "8", "--cpus-per-task"), ("mem", "32G,report=64G", "--mem"),
+      ("gpus", "1,report=0", "--gpus-per-task (default: 1 for the paper preset's training "
+       "jobs, 0 otherwise)"),
+      ("gres", "gpu:a100:1", "--gres")):
+    flags.DEFINE_string(f"slurm_{name}", None, f"{what}. {_PER_JOB} E.g. {example}. Default: "
+                        "by preset (paper: GPU tasks; others: small CPU tasks).",
+                        flag_values=flag_values)
+  flags.DEFINE_multi_string("slurm_extra", None, "Another sbatch option for every job, or "
+                            "JOB=OPTION for one (repeatable), e.g. --slurm_extra=--qos=long "
+                            "--slurm_extra=distill=--constraint=a100.", flag_values=flag_values)
+  flags.DEFINE_integer("slurm_max_requeues", 3, "A task killed (a signal) or warned before its "
+                       "time limit requeues itself at most this many times.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("slurm_signal_seconds", 120, "SLURM warns each task this many seconds "
+                       "before its time limit (--signal=B:USR1@N): it checkpoints and requeues "
+                       "(0: no warning).", flag_values=flag_values)
+  flags.DEFINE_multi_string("slurm_setup", None, "A shell line each task runs first "
+                            "(repeatable), e.g. 'module load cuda/12.2'.", flag_values=flag_values)
+  flags.DEFINE_string("slurm_python", None, "The Python the tasks run (default: this one, "
+                      f"{sys.executable}).", flag_values=flag_values)
+
+
+def slurm_config(preset: str):
+  """The launcher's `SlurmConfig`: the preset's defaults with the --slurm_* flags applied."""
+  from simclr_distill.cluster import slurm
+
+  resources = slurm.default_resources(preset)
+  for field, convert in (("tasks", int), ("throttle", int), ("partition", str),
+                         ("account", str), ("time", str), ("cpus", int), ("mem", str),
+                         ("gpus", int), ("gres", str), ("extra", str)):
+    value = FLAGS[f"slurm_{field}"].value
+    if value:
+      try:
+        resources = slurm.apply(resources, field, slurm.per_job(value, convert))
+      except ValueError as e:
+        raise ValueError(f"--slurm_{field}: {e}") from None
+  return slurm.SlurmConfig(resources=resources, max_requeues=FLAGS.slurm_max_requeues,
+                           signal_seconds=FLAGS.slurm_signal_seconds,
+                           python=FLAGS.slurm_python or sys.executable,
+                           setup=tuple(FLAGS.slurm_setup or ()))
+
+
+def task_command() -> list[str]:
+  """This command's flags as given (each serialised as --name=value), less the launcher's:
+  what each cluster task runs."""
+  out = []
+  for name in FLAGS:
+    flag = FLAGS[name]
+    if flag.present and name not in LAUNCHER_FLAGS and name not in ("flagfile", "undefok"):
+      out += flag.serialize().split("\n")
+  return sorted(dict.fromkeys(out), key=out.index)
+
+
+def launch_study(cfg: study_config.StudyConfig) -> int:
+  """`stages.study --launcher=slurm`: the study as a chain of array jobs (exit status)."""
+  from simclr_distill.cluster import slurm
+  from simclr_distill.steps import study
+
+  if FLAGS.steps:
+    raise ValueError("--steps runs part of the study in this process; --launcher=slurm submits "
+                     "every step as its own job: drop one of them")
+  study.preflight(cfg)
+  config = slurm_config(cfg.distill.preset)
+  jobs = slurm.plan_study(task_command(), study.work_counts(cfg), config, python=config.python)
+  return slurm.launch(jobs, cfg.workdir, config, dry_run=FLAGS.dry_run, wait_for_end=FLAGS.wait)
+
+
+def launch_if_asked(stage: str, workdir, preset: str, *, shardable: bool = True,
+                    tasks: int | None = None) -> None:
+  """With --launcher=slurm, submits this single stage as one array job and exits with the
+  launcher's status; otherwise refuses --dry_run and --wait, and returns. The tasks are
+  work-queue workers, or with --num_shards=N given, N shards (stage 1: shards, one encoder
+  each, `tasks` of them); `shardable` False (prepare) runs one task."""
+  from simclr_distill.cluster import slurm
+
+  if FLAGS.launcher != "slurm":
+    for name in ("dry_run", "wait"):
+      if FLAGS[name].value:
+        raise ValueError(f"--{name} goes with --launcher=slurm")
+    return
+  config = slurm_config(preset)
+  queue = shardable and stage != "pretrain" and not FLAGS["num_shards"].present
+  if shardable and FLAGS["num_shards"].present:
+    if FLAGS["shard_index"].present:
+      raise ValueError("--launcher=slurm gives each task its shard (SLURM_ARRAY_TASK_ID): drop "
+                       "--shard_index")
+  if not shardable:
+    tasks = 1
+  elif FLAGS["num_shards"].present:
+    tasks = FLAGS.num_shards
+  jobs = slurm.plan_stage(stage, task_command(), config, python=config.python, queue=queue,
+                          tasks=tasks)
+  sys.exit(slurm.launch(jobs, workdir, config, dry_run=FLAGS.dry_run, wait_for_end=FLAGS.wait))
+
+
 def config_from_flags(base: config_lib.DistillConfig | None = None) -> config_lib.DistillConfig:
   """The preset (or `base`) with every given flag, then each --set, applied; with
   --print_config, prints it and exits with status 0.
@@ -137,7 +258,27 @@ def resolve_flags(root: str, base: Any, flag_values: flags.FlagValues = FLAGS) -
   values = {row.flag: flag_values[row.flag].value for row in settings.offered(root)
             if row.flag in flag_values and flag_values[row.flag].present}
   assignments = (flag_values["set"].value or ()) if "set" in flag_values else ()
-  return settings.resolve(base, values, assignments, root=root)
+  cfg = settings.resolve(base, values, assignments, root=root)
+  if root in ("distill", "study") and "shard_index" in flag_values:
+    shard = _environment_shard(cfg if root == "distill" else cfg.distill, values)
+    if shard is not None:
+      values.update(shard_index=shard.index, num_shards=shard.count)
+      cfg = settings.resolve(base, values, assignments, root=root)
+  return cfg
+
+
+def _environment_shard(distill: config_lib.DistillConfig, values: dict):
+  """The shard a scheduler's array task gives (`cluster.environment`), unless --shard_index
+  was given or the command is a work-queue worker."""
+  from simclr_distill.cluster import environment
+
+  if "shard_index" in values or distill.work_queue:
+    return None
+  shard = environment.environment_shard(os.environ, num_shards=values.get("num_shards"))
+  if shard is not None:
+    print(f"shard {shard.index} of {shard.count} (from {shard.source}; --shard_index and "
+          "--num_shards override it)", file=sys.stderr)
+  return shard
 
 
 def _resolved(root: str, preset: Callable[[], Any], base: Any = None) -> Any:
@@ -248,13 +389,22 @@ def setup_logging() -> None:
   logging.getLogger("tensorflow").addFilter(_DropRetracingWarnings())
 
 
-def run_or_explain(main: Callable[[], None]) -> None:
-  """Runs `main`; a bad input ends with its message on stderr and exit status 2, never a
-  traceback: a value the command cannot use (ValueError, which TeacherError is, and KeyError),
+def run_or_explain(main: Callable[[], None], *, resumable: bool = True) -> None:
+  """Runs `main`; a warning signal (SIGUSR1, SIGTERM: see `simclr_distill.preemption`) ends
+  it after a checkpoint with exit status 75; a bad input ends with its message on stderr and
+  exit status 2, never a traceback: a value the command cannot use (ValueError, which TeacherError is, and KeyError),
   a file it cannot parse, or a path it cannot read or write (`explain`). Other errors (a
   failing disk, a bug) keep their traceback."""
+  from simclr_distill import preemption
+
+  if resumable:
+    preemption.install()
   try:
     main()
+  except preemption.Preempted as e:
+    print(f"{e}; rerun the same command to resume (a SLURM task requeues itself and resumes); "
+          f"exit status {preemption.EXIT_CODE}", file=sys.stderr)
+    sys.exit(preemption.EXIT_CODE)
   except (ValueError, KeyError, OSError) as e:
     if isinstance(e, OSError) and not _bad_path(e):
       raise
@@ -353,7 +503,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     # Built once here, before the stage imports TensorFlow: a bad setting or --set ends the
     # command at once, and --print_config exits here.
     run_or_explain({"distill": config_from_flags, "study": study_from_flags,
-                    "prepare": prepare_from_flags}[_root])
+                    "prepare": prepare_from_flags}[_root], resumable=False)
   return rest[:1]
 
 

@@ -36,7 +36,7 @@ def main(argv):
     dashboard.run(FLAGS.workdirs, published=FLAGS.published, host=FLAGS.host, port=FLAGS.port,
                   export=FLAGS.export, title=FLAGS.title)
 
-  common.run_or_explain(go)
+  common.run_or_explain(go, resumable=False)
 
 
 def run():

@@ -37,7 +37,7 @@ def main(argv):
 
   # A path --output cannot take stops the command at once, before the slow imports.
   common.run_or_explain(lambda: common.check_output(FLAGS.output, "--output", directory=False,
-                                                    example="table.csv"))
+                                                    example="table.csv"), resumable=False)
   from simclr_distill.steps import results
 
   def go():
@@ -48,7 +48,7 @@ def main(argv):
       results.show(FLAGS.workdirs, filter_expression=FLAGS.filter, group_by=FLAGS.group_by or (),
                    metrics=FLAGS.metrics, columns=FLAGS.columns, output=FLAGS.output)
 
-  common.run_or_explain(go)
+  common.run_or_explain(go, resumable=False)
 
 
 def run():

@@ -130,25 +130,68 @@ def _row(workdir: pathlib.Path) -> dict:
   return {**row, "checkpoint": results.resolve_checkpoint(row["checkpoint"], workdir)}
 
 
-def test_sigkill_mid_run_then_the_same_command_ends_as_an_uninterrupted_run(tmp_path):
-  epochs = "--epochs=40"
-  reference = _stage("stages.baseline", f"--workdir={tmp_path / 'reference'}", epochs, *BASELINE)
-  _finish(reference)
-  workdir = tmp_path / "killed"
-  command = ("stages.baseline", f"--workdir={workdir}", epochs, *BASELINE)
+EPOCHS = "--epochs=40"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  """The workdir of one baseline run trained without interruption (what a resumed one equals)."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  _finish(_stage("stages.baseline", f"--workdir={workdir}", EPOCHS, *BASELINE))
+  return workdir
+
+
+def _mid_run(workdir: pathlib.Path) -> bool:
+  """Whether a run's checkpoint is past epoch 3, mid-epoch."""
+  states = list(workdir.glob(f"runs/*/{checkpointing.STATE_FILE}"))
+  if not states:
+    return False
+  try:
+    position = checkpointing.StepCheckpoint(states[0].parent, list).saved_position()
+  except checkpointing.CheckpointError:
+    return False
+  return position.epoch >= 3 and position.step > 0
+
+
+def _assert_same_run(workdir: pathlib.Path, reference: pathlib.Path) -> None:
+  got, want = _row(workdir), _row(reference)
+  for key in (*METRICS, "run_id", "train_examples", "test_examples"):
+    assert got[key] == want[key], key
+  import keras
+  for a, b in zip(keras.models.load_model(got["checkpoint"]).get_weights(),
+                  keras.models.load_model(want["checkpoint"]).get_weights()):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sigusr1_checkpoints_exits_75_and_the_rerun_ends_as_an_uninterrupted_run(
+    tmp_path, uninterrupted):
+  """SLURM's warning before a time limit (--signal=B:USR1@N, forwarded by the task script):
+  the run checkpoints at its next step and the command exits with status 75, which the task
+  script requeues; the same command then resumes there and ends bit-equal."""
+  from simclr_distill import preemption
+
+  workdir = tmp_path / "warned"
+  command = ("stages.baseline", f"--workdir={workdir}", EPOCHS, *BASELINE)
   proc = _stage(*command)
+  _wait_for(lambda: _mid_run(workdir), proc)
+  proc.send_signal(signal.SIGUSR1)
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode == preemption.EXIT_CODE, out[-2000:]
+  assert "stopped by SIGUSR1 after checkpointing the training run" in out, out[-2000:]
+  assert not list(workdir.glob("runs/*/result.json"))
+  saved = checkpointing.StepCheckpoint(
+      next(workdir.glob(f"runs/*/{checkpointing.STATE_FILE}")).parent, list).saved_position()
+  assert saved.epoch >= 3 and not saved.stopped
+  out = _finish(_stage(*command))
+  assert f"resuming from" in out and f"epoch {saved.epoch + 1}, step {saved.step}" in out, out[-2000:]
+  _assert_same_run(workdir, uninterrupted)
 
-  def mid_run() -> bool:  # A checkpoint past epoch 3, mid-epoch.
-    states = list(workdir.glob(f"runs/*/{checkpointing.STATE_FILE}"))
-    if not states:
-      return False
-    try:
-      position = checkpointing.StepCheckpoint(states[0].parent, list).saved_position()
-    except checkpointing.CheckpointError:
-      return False
-    return position.epoch >= 3 and position.step > 0
 
-  _wait_for(mid_run, proc)
+def test_sigkill_mid_run_then_the_same_command_ends_as_an_uninterrupted_run(tmp_path, uninterrupted):
+  workdir = tmp_path / "killed"
+  command = ("stages.baseline", f"--workdir={workdir}", EPOCHS, *BASELINE)
+  proc = _stage(*command)
+  _wait_for(lambda: _mid_run(workdir), proc)
   proc.send_signal(signal.SIGKILL)
   proc.wait(timeout=30)
   assert proc.returncode == -signal.SIGKILL
@@ -158,13 +201,7 @@ def test_sigkill_mid_run_then_the_same_command_ends_as_an_uninterrupted_run(tmp_
 
   out = _finish(_stage(*command))
   assert f"resuming from" in out and f"epoch {killed_at.epoch + 1}, step" in out, out[-2000:]
-  got, want = _row(workdir), _row(tmp_path / "reference")
-  for key in (*METRICS, "run_id", "train_examples", "test_examples"):
-    assert got[key] == want[key], key
-  import keras
-  for a, b in zip(keras.models.load_model(got["checkpoint"]).get_weights(),
-                  keras.models.load_model(want["checkpoint"]).get_weights()):
-    np.testing.assert_array_equal(a, b)
+  _assert_same_run(workdir, uninterrupted)
 
 
 def test_racing_shards_and_a_duplicated_shard_train_every_run_exactly_once(tmp_path):
@@ -185,6 +222,28 @@ def test_racing_shards_and_a_duplicated_shard_train_every_run_exactly_once(tmp_p
   for run_id in table["run_id"]:  # One history line per epoch: no two writers in one run dir.
     lines = (workdir / "runs" / run_id / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2"], run_id
+
+
+def test_shards_and_work_queue_workers_started_together_label_each_teacher_once(tmp_path):
+  """Two shards of stage 3 and a work-queue worker start at once on one workdir: every
+  teacher the runs read from the cache is labelled by exactly one of them (each pass is
+  claimed), and every run is trained by exactly one."""
+  workdir = tmp_path / "shared"
+  common = (f"--workdir={workdir}", "--preset=smoke", "--epochs=2")
+  procs = [_stage("stages.distill", *common, "--num_shards=2", f"--shard_index={i}")
+           for i in (0, 1)] + [_stage("stages.distill", *common, "--work_queue")]
+  outs = [_finish(p) for p in procs]
+  passes = [m for out in outs for m in re.findall(r"\[teacher \d+/\d+\] (\S+) labelled", out)]
+  labelled = sorted(p.name for p in (workdir / "labels").iterdir()
+                    if (p / "_COMPLETE.json").is_file())
+  assert labelled and sorted(passes) == labelled, (passes, labelled)
+  table = results.read_rows([workdir])
+  trained = [m for out in outs for m in re.findall(r"\[distill \d+/\d+\] (\S+): ok f1=", out)]
+  students = table.loc[table["stage"].isin(["distill", "baseline"]), "run_id"]
+  assert sorted(trained) == sorted(students), (trained, table["stage"].value_counts())
+  assert len(trained) == len(set(trained)) >= 4 and table["run_id"].is_unique
+  assert len({p.pid for p in procs}) == 3 and all(
+      re.search(r"\[distill \d+/\d+\]", out) for out in outs[:2]), "a shard trained nothing"
 
 
 # ---- kills at any moment of a write -------------------------------------------------------------
