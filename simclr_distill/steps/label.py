@@ -14,7 +14,7 @@ import logging
 import pathlib
 import time
 
-from simclr_distill import labelling, matrix
+from simclr_distill import fileio, labelling, matrix
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.config import DistillConfig
 from simclr_distill.steps import zoo
@@ -29,35 +29,63 @@ def _sample_images(ctx: RunContext):
     return next(iter(ctx.data.examples().batch(16)))["image"].numpy()
 
 
-def _checked_teachers(config: DistillConfig, ctx: RunContext, entries):
-  """Yields (entry, teacher), each loaded and checked against a sample of the data."""
-  sample = _sample_images(ctx)
-  num_outputs = ctx.num_outputs(config.data.task)
-  for entry in entries:
-    yield entry, teachers_lib.load_teacher(
-        entry, ctx.zoo_dir, image_shape=ctx.data.image_shape, num_outputs=num_outputs,
-        safe_mode=ctx.safe_mode, sample=sample, fold_batchnorm=ctx.fold_batchnorm)
+def _load(config: DistillConfig, ctx: RunContext, entry, sample):
+  """`entry`'s teacher, loaded and checked against a sample of the data."""
+  return teachers_lib.load_teacher(
+      entry, ctx.zoo_dir, image_shape=ctx.data.image_shape,
+      num_outputs=ctx.num_outputs(config.data.task), safe_mode=ctx.safe_mode, sample=sample,
+      fold_batchnorm=ctx.fold_batchnorm)
 
 
 def check_teachers(config: DistillConfig, ctx: RunContext, entries) -> None:
   """Loads every teacher once and checks it against the data before any student trains."""
-  for _ in _checked_teachers(config, ctx, entries):
-    pass
+  entries = list(entries)
+  sample = _sample_images(ctx) if entries else None
+  for entry in entries:
+    _load(config, ctx, entry, sample)
 
 
-def label_all(config: DistillConfig, ctx: RunContext, entries) -> None:
-  """Runs each teacher of `entries` once over the data, skipping finished caches (without
-  loading their teachers)."""
-  entries = [e for e in entries
-             if not labelling.is_labelled(ctx.labels_dir, e, e.resolve(ctx.zoo_dir), ctx.data)]
-  for i, (entry, teacher) in enumerate(_checked_teachers(config, ctx, entries), start=1):
-    checkpoint = entry.resolve(ctx.zoo_dir)
-    start = time.perf_counter()
-    with ctx.data.reading():
-      labelling.label_with_teacher(teacher, checkpoint, ctx.data, ctx.labels_dir,
-                                   batch_size=config.teacher.batch_size)
-    log.info("[teacher %d/%d] %s labelled %d examples in %.1f s", i, len(entries),
-             entry.teacher_id, len(ctx.all_ids), time.perf_counter() - start)
+CLAIMS = ".claims"  # labels/.claims/<teacher_id>: held while that teacher labels.
+
+
+def label_all(config: DistillConfig, ctx: RunContext, entries) -> int:
+  """Runs each teacher of `entries` over the data once, skipping finished caches (without
+  loading their teachers); returns the number of teachers this process labelled.
+
+  Each pass is claimed (a lock file released when the process ends), so processes started
+  together (shards, work-queue workers, array tasks) never label a teacher twice: a teacher
+  another process is labelling is passed over, and once this process's own are done it waits
+  for it, then labels it only if its holder died before finishing.
+  """
+  labelled = lambda e: labelling.is_labelled(ctx.labels_dir, e, e.resolve(ctx.zoo_dir), ctx.data)
+  todo = [e for e in entries if not labelled(e)]
+  sample = _sample_images(ctx) if todo else None
+  passes, held = 0, []
+  for entry in todo:
+    with fileio.try_lock(ctx.labels_dir / CLAIMS / entry.teacher_id) as claimed:
+      if not claimed:
+        log.info("teacher %s: being labelled by another process; taking the next one",
+                 entry.teacher_id)
+        held.append(entry)
+      elif not labelled(entry):
+        passes += 1
+        _label_one(config, ctx, entry, sample, f"{passes}/{len(todo)}")
+  for entry in held:
+    with fileio.file_lock(ctx.labels_dir / CLAIMS / entry.teacher_id):  # Until it is done.
+      if not labelled(entry):  # Its labeller died first.
+        passes += 1
+        _label_one(config, ctx, entry, sample, f"{passes}/{len(todo)}")
+  return passes
+
+
+def _label_one(config: DistillConfig, ctx: RunContext, entry, sample, position: str) -> None:
+  teacher = _load(config, ctx, entry, sample)
+  start = time.perf_counter()
+  with ctx.data.reading():
+    labelling.label_with_teacher(teacher, entry.resolve(ctx.zoo_dir), ctx.data, ctx.labels_dir,
+                                 batch_size=config.teacher.batch_size)
+  log.info("[teacher %s] %s labelled %d examples in %.1f s", position, entry.teacher_id,
+           len(ctx.all_ids), time.perf_counter() - start)
 
 
 def run(config: DistillConfig, *, safe_mode: bool = True) -> pathlib.Path:
@@ -76,8 +104,8 @@ def _needs_cache(run: matrix.RunSpec) -> bool:
 def prepare_teachers(config: DistillConfig, ctx: RunContext, runs) -> None:
   """Loads and checks every network the runs' teachers need; labels the data with those whose
   logits a run reads from the cache (offline and fixed teaching, teacher-balanced pools).
-  Shards that share a teacher write identical parts atomically; `stages.label --num_shards`
-  splits the passes beforehand."""
+  Shards that share a teacher label it once (`label_all` claims each pass);
+  `stages.label --num_shards` splits the passes beforehand."""
   teachers = {r.teacher.teacher_id: r.teacher for r in runs}
   cached = {r.teacher.teacher_id for r in runs if _needs_cache(r)}
   to_label = zoo.members([t for i, t in teachers.items() if i in cached])

@@ -53,33 +53,56 @@ def plan_runs(runs, ctx: RunContext, what: str) -> list[matrix.RunSpec]:
 def train_runs(runs, ctx: RunContext, what: str, after=None, todo=None) -> None:
   """Trains the runs of `runs` that `plan_runs` selects (or `todo`, its result) in order,
   rebuilding the results table after each, with one progress line per run (and an ETA).
-  `after(run, row)` runs after each new row."""
+  `after(run, row)` runs after each new row.
+
+  Each run is claimed while it trains, so processes sharing the workdir (shards with
+  overlapping runs, or work-queue workers given the whole matrix: `--work_queue`) never train
+  one twice: a run another process holds is passed over, then looked at again once this
+  process's own runs are done; one whose holder died meanwhile (its claim is released with
+  the process) and that no row records is trained here.
+  """
   todo = plan_runs(runs, ctx, what) if todo is None else todo
   log.info("%s: %d runs in this shard, %d already finished, %d to train", what, len(runs),
            len(runs) - len(todo), len(todo))
-  start = time.perf_counter()
-  for i, run in enumerate(todo, start=1):
-    # A run is claimed for as long as it trains: another process given the same shard (or an
-    # overlapping --only) skips it instead of training it a second time in the same directory.
-    with claim_run(ctx, run) as claimed:
-      if not claimed:
-        log.info("[%s %d/%d] %s: being trained by another process; skipped", what, i, len(todo),
-                 run.run_id)
+  start, trained = time.perf_counter(), 0
+  held = todo
+  while held:
+    passed_over = []
+    for run in held:
+      row = _train_claimed(run, ctx)
+      if row is None:
+        passed_over.append(run)
         continue
-      verdict = check_run(run, ctx)
-      if verdict.reusable:  # Finished by another process meanwhile.
-        continue
-      if verdict.state in ("stale", "corrupt") and ctx.is_writer:
-        # Its finished files move aside; an unfinished run keeps its state and resumes.
-        provenance.supersede(ctx.workdir, run.run_id)
-      with ctx.data.reading():
-        row = executor.execute_run(run, ctx)
-    results.consolidate(ctx.workdir)
-    if after:
-      after(run, row)
-    log.info("[%s %d/%d] %s: %s f1=%.3f in %.1f s; ETA %.0f s", what, i, len(todo), run.run_id,
-             row["status"], row.get("f1", float("nan")), row["wall_seconds"],
-             (time.perf_counter() - start) / i * (len(todo) - i))
+      trained += 1
+      results.consolidate(ctx.workdir)
+      if after:
+        after(run, row)
+      left = len(todo) - trained
+      log.info("[%s %d/%d] %s: %s f1=%.3f in %.1f s; ETA %.0f s", what, trained, len(todo),
+               run.run_id, row["status"], row.get("f1", float("nan")), row["wall_seconds"],
+               (time.perf_counter() - start) / trained * left)
+    if len(passed_over) == len(held):  # All held by live processes, which will finish them.
+      for run in passed_over:
+        if not check_run(run, ctx).reusable:
+          log.info("[%s] %s: being trained by another process; left to it", what, run.run_id)
+      return
+    held = passed_over
+
+
+def _train_claimed(run: matrix.RunSpec, ctx: RunContext) -> dict | None:
+  """Trains `run` under its claim; returns its row, or None when another process holds it or
+  has finished it meanwhile."""
+  with claim_run(ctx, run) as claimed:
+    if not claimed:
+      return None
+    verdict = check_run(run, ctx)
+    if verdict.reusable:  # Finished by another process meanwhile.
+      return None
+    if verdict.state in ("stale", "corrupt") and ctx.is_writer:
+      # Its finished files move aside; an unfinished run keeps its state and resumes.
+      provenance.supersede(ctx.workdir, run.run_id)
+    with ctx.data.reading():
+      return executor.execute_run(run, ctx)
 
 
 CLAIM = ".claim"
