@@ -387,7 +387,11 @@ class DistillConfig:
     baseline: also train each student architecture on the labelled split alone (stage
       "baseline"), the comparison a distilled student must beat.
     strategy, tpu: tf.distribute strategy name and TPU address.
+    collective_timeout: multi-worker runs: seconds after which a collective still waiting for
+      a lost worker fails (0: wait forever).
     shard_index, num_shards: run only every num_shards-th run of the matrix, from shard_index.
+    work_queue: every process takes the whole matrix and claims its runs one at a time (N
+      workers started with the same command share the work; `training.loop.train_runs`).
     only: a matrix filter such as "arch=ResNet50,split_percent=3|10".
     pool_balance: "teacher" resamples the holdout pool so each class of the teacher's hard
       labels is equally frequent, as the study balanced its labelled data (the natural pool
@@ -402,8 +406,10 @@ class DistillConfig:
   baseline: bool = True
   strategy: str = "auto"
   tpu: str | None = None
+  collective_timeout: float = 0.0
   shard_index: int = 0
   num_shards: int = 1
+  work_queue: bool = False
   only: str = ""
   pool_balance: str = "teacher"
   retrain_stale: bool = False
@@ -419,6 +425,11 @@ class DistillConfig:
     _check_choice("strategy", self.strategy, STRATEGIES)
     _check(self.strategy != "tpu" or bool(self.tpu), "strategy='tpu' needs --tpu (name or grpc:// address)")
     _check(self.num_shards >= 1, f"num_shards={self.num_shards} must be >= 1")
+    _check(not (self.work_queue and self.num_shards > 1),
+           f"--work_queue claims runs from the whole matrix; it takes no --num_shards "
+           f"(given {self.num_shards}): drop one of them")
+    _check(self.collective_timeout >= 0,
+           f"collective_timeout={self.collective_timeout} must be >= 0 (0: wait forever)")
     _check(
         0 <= self.shard_index < self.num_shards,
         f"shard_index={self.shard_index} must be in [0, num_shards={self.num_shards})",

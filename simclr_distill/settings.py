@@ -259,10 +259,19 @@ SETTINGS: tuple[Setting, ...] = (
             choices=config_lib.STRATEGIES),
     Setting("tpu", "distill.tpu", STR, "TPU name or grpc:// address (with --strategy=tpu).",
             "scale"),
-    Setting("shard_index", "distill.shard_index", INT, "This process's shard of the run matrix.",
-            "scale"),
-    Setting("num_shards", "distill.num_shards", INT, "Number of shards the matrix is split into.",
-            "scale"),
+    Setting("collective_timeout", "distill.collective_timeout", FLOAT, "With "
+            "--strategy=multi_worker: seconds after which a gradient all-reduce still waiting for "
+            "a lost worker fails, so the others end with an error instead of hanging (0: wait "
+            "forever). Must exceed the longest pause of any worker (tracing, evaluation, "
+            "checkpoints).", "scale"),
+    Setting("shard_index", "distill.shard_index", INT, "This process's shard of the run matrix "
+            "(default: from SLURM_ARRAY_TASK_ID, or JOB_COMPLETION_INDEX of a Kubernetes "
+            "Indexed Job).", "scale"),
+    Setting("num_shards", "distill.num_shards", INT, "Number of shards the matrix is split into "
+            "(default: SLURM_ARRAY_TASK_COUNT in a SLURM array task).", "scale"),
+    Setting("work_queue", "distill.work_queue", BOOL, "Work-queue mode: every worker started "
+            "with this same command takes the whole matrix and claims one run at a time, so "
+            "slow runs do not leave workers idle (no shards).", "scale"),
     Setting("only", "distill.only", STR, 'Run a subset, e.g. "arch=ResNet50,split_percent=3|10".',
             "scale"),
     Setting("retrain_stale", "distill.retrain_stale", BOOL, "Retrain the finished runs whose "

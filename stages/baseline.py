@@ -17,6 +17,7 @@ from stages import common
 
 common.define_study_flags(("data", "students", "schedule", "baseline", "scale"),
                           presets=("demo", "paper", "smoke"))
+common.define_launcher_flags()
 flags.adopt_module_key_flags(common)
 
 
@@ -30,6 +31,7 @@ def main(argv):
 
     cfg = common.study_from_flags()
     common.check_output(cfg.workdir, "--workdir")
+    common.launch_if_asked("baseline", cfg.workdir, cfg.distill.preset)
     table = baseline.run(cfg.baseline_config(), safe_mode=common.safe_mode())
     rows = table[table["stage"] == "baseline"]
     print(f"results: {cfg.workdir}/{results.TABLE_PARQUET} ({len(rows)} baseline rows)")

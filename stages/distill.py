@@ -15,6 +15,7 @@ from absl import flags
 from stages import common
 
 common.define_flags()
+common.define_launcher_flags()
 flags.adopt_module_key_flags(common)  # --help lists the shared flags too
 
 
@@ -25,6 +26,7 @@ def main(argv):
   def go():
     config = common.config_from_flags()  # Settings and paths first: before TensorFlow loads.
     common.check_output(config.workdir, "--workdir")
+    common.launch_if_asked("distill", config.workdir, config.preset)
     from simclr_distill import results
     from simclr_distill.steps import distill
 

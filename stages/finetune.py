@@ -19,6 +19,7 @@ from stages import common
 common.define_study_flags(("data", "encoders", "scale", "finetune", "study"),
                           presets=("demo", "paper", "smoke"))
 flags.DEFINE_string("zoo_dir", None, "Where to write the teacher zoo (default <workdir>/zoo).")
+common.define_launcher_flags()
 flags.adopt_module_key_flags(common)
 
 
@@ -33,6 +34,7 @@ def main(argv):
     cfg = common.study_from_flags()
     common.check_output(cfg.workdir, "--workdir")
     common.check_output(common.FLAGS.zoo_dir, "--zoo_dir")
+    common.launch_if_asked("finetune", cfg.workdir, cfg.distill.preset)
     zoo = finetune.run(cfg, zoo_dir=common.FLAGS.zoo_dir, safe_mode=common.safe_mode())
     table = results.load_table([cfg.workdir])
     print(f"teacher zoo: {zoo}/manifest.csv")

@@ -12,6 +12,7 @@ from absl import flags
 from stages import common
 
 common.define_flags()
+common.define_launcher_flags()
 flags.adopt_module_key_flags(common)  # --help lists the shared flags too
 
 
@@ -22,6 +23,7 @@ def main(argv):
   def go():
     config = common.config_from_flags()  # Settings and paths first: before TensorFlow loads.
     common.check_output(config.workdir, "--workdir")
+    common.launch_if_asked("label", config.workdir, config.preset)
     from simclr_distill.steps import label
 
     labels_dir = label.run(config, safe_mode=common.safe_mode())

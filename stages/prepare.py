@@ -18,6 +18,7 @@ from stages import common
 
 common.define_prepare_flags()
 flags.mark_flag_as_required("output_dir")
+common.define_launcher_flags()
 flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 
@@ -29,6 +30,7 @@ def main(argv):
   def go():
     cfg = common.prepare_from_flags()
     common.check_output(cfg.output_dir, "--output_dir")  # Before TensorFlow loads.
+    common.launch_if_asked("prepare", cfg.output_dir, "", shardable=False)
     from simclr_distill.steps import prepare
 
     data = prepare.run(cfg)

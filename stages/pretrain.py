@@ -21,6 +21,7 @@ from stages import common
 
 common.define_study_flags(("data", "encoders", "scale", "pretrain"),
                           presets=("demo", "paper", "smoke"))
+common.define_launcher_flags()
 flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 
@@ -34,6 +35,8 @@ def main(argv):
   def go():
     cfg = common.study_from_flags()  # Settings and paths first: before TensorFlow loads.
     common.check_output(cfg.workdir, "--workdir")
+    common.launch_if_asked("pretrain", cfg.workdir, cfg.distill.preset,
+                           tasks=len(cfg.selected_encoders()))
     from simclr_distill.steps import pretrain
 
     for encoder in pretrain.run(cfg):

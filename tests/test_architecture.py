@@ -12,12 +12,13 @@ PACKAGE = ROOT / "simclr_distill"
 
 # ARCHITECTURE.md's layers, lowest first: simclr_distill.<name> -> layer.
 LAYERS = {
-    1: "config study_config settings config_paths registry fileio results metrics scoring stats",
+    1: "config study_config settings config_paths registry fileio results metrics scoring stats "
+       "preemption",
     2: "data",
     3: "models augment losses contrastive simclr teacher_net teachers inference labelling "
        "selection checkpointing keras_compat provenance probe reference matrix dashboard",
     4: "training",
-    5: "steps",
+    5: "steps cluster",
 }
 LAYER = {name: layer for layer, names in LAYERS.items() for name in names.split()}
 

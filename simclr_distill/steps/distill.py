@@ -44,8 +44,28 @@ def run(config: DistillConfig, *, safe_mode: bool = True,
     ValueError, FileNotFoundError, teachers.TeacherError: for bad inputs, before training.
     provenance.StaleRunsError: for finished runs whose inputs changed (see `plan_runs`).
   """
-  workdir = pathlib.Path(config.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  ctx, runs, todo = _plan(config, safe_mode=safe_mode, require_match=require_match)
+  # Only the runs that train need their teachers: a rerun with nothing to do loads none.
+  label.prepare_teachers(config, ctx, [r for r in todo if r.stage == "distill"])
+  loop.train_runs(runs, ctx, "distill", todo=todo)
+  chains = _grow_generations(config, ctx, [r for r in runs if r.stage == "distill"])
+  for chain in chains:
+    if len(chain) > 1:
+      generation_ensemble(chain, ctx, config.teacher.combine)
+  return results.consolidate(config.workdir)
+
+
+def label_teachers(config: DistillConfig, *, safe_mode: bool = True) -> None:
+  """Stage 3's labelling alone: one pass of each teacher that this shard's unfinished runs
+  read from the cache (each pass claimed: workers started together label a teacher once),
+  and every other teacher they need loaded and checked. `run` then finds them labelled."""
+  ctx, _, todo = _plan(config, safe_mode=safe_mode, require_match=False)
+  label.prepare_teachers(config, ctx, [r for r in todo if r.stage == "distill"])
+
+
+def _plan(config: DistillConfig, *, safe_mode: bool, require_match: bool):
+  """The context, this shard's runs and those of them still to train."""
+  pathlib.Path(config.workdir).mkdir(parents=True, exist_ok=True)
   ctx = context.make_context(config, safe_mode=safe_mode)
   _check_students(config, ctx)
   teachers = zoo.load_zoo(config, ctx)
@@ -56,15 +76,7 @@ def run(config: DistillConfig, *, safe_mode: bool = True,
   runs = matrix.select(matrix.build_matrix(config, teachers, ctx.data.fingerprint()),
                        only=config.only, shard_index=config.shard_index,
                        num_shards=config.num_shards, require_match=require_match)
-  todo = loop.plan_runs(runs, ctx, "distill")
-  # Only the runs that train need their teachers: a rerun with nothing to do loads none.
-  label.prepare_teachers(config, ctx, [r for r in todo if r.stage == "distill"])
-  loop.train_runs(runs, ctx, "distill", todo=todo)
-  chains = _grow_generations(config, ctx, [r for r in runs if r.stage == "distill"])
-  for chain in chains:
-    if len(chain) > 1:
-      generation_ensemble(chain, ctx, config.teacher.combine)
-  return results.consolidate(workdir)
+  return ctx, runs, loop.plan_runs(runs, ctx, "distill")
 
 
 def _check_students(config: DistillConfig, ctx: RunContext) -> None:

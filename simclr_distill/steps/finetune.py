@@ -36,7 +36,7 @@ def run(cfg: StudyConfig, *, zoo_dir: str | pathlib.Path | None = None,
   nothing is pretrained here) and fine-tunes them into the zoo. Returns the zoo directory."""
   data = source.open_data(cfg.distill)
   encoders = pretrain.pretrain_encoders(
-      cfg, data, runtime.build_strategy(cfg.distill.strategy, cfg.distill.tpu), train=False)
+      cfg, data, runtime.strategy_of(cfg.distill), train=False)
   return finetune_teachers(cfg, encoders, zoo_dir=zoo_dir, safe_mode=safe_mode)
 
 

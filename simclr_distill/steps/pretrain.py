@@ -48,7 +48,7 @@ def run(cfg: StudyConfig) -> list[teacher_net.Encoder]:
   check_policy(cfg.pretrain.policy)
   data = source.open_data(cfg.distill)
   d = cfg.distill
-  return pretrain_encoders(cfg, data, runtime.build_strategy(d.strategy, d.tpu),
+  return pretrain_encoders(cfg, data, runtime.strategy_of(d),
                            specs=cfg.selected_encoders()[d.shard_index::d.num_shards])
 
 

@@ -146,52 +146,112 @@ def _only_problems(cfg: StudyConfig) -> list[str]:
   return []
 
 
-def run(cfg: StudyConfig, *, safe_mode: bool = True) -> pd.DataFrame:
-  """Runs (or resumes) the whole study; returns its results table.
+# The study's steps, in the order one process runs them. `--steps` runs some of them (the SLURM
+# launcher submits each as its own job); a step reads what the steps before it wrote.
+STEPS = ("prepare", "pretrain", "finetune", "reference", "label", "distill", "baseline", "compare")
+# Steps whose work a shard (--num_shards) or a work-queue worker (--work_queue) can share.
+SHARDABLE = ("pretrain", "finetune", "label", "distill", "baseline")
+
+
+def check_steps(steps) -> tuple[str, ...]:
+  """`steps` in the study's order, or ValueError naming an unknown one."""
+  unknown = [s for s in steps if s not in STEPS]
+  if unknown or not steps:
+    raise ValueError(f"unknown step(s) {', '.join(unknown) or '(none given)'} (--steps); the "
+                     f"study's steps: {', '.join(STEPS)}")
+  return tuple(s for s in STEPS if s in steps)
+
+
+def distill_config(cfg: StudyConfig):
+  """Stage 3's config within the study: its zoo is stage 2's (`<workdir>/zoo`) unless an
+  external one is given, its encoders `distill_encoders` when set, and no baselines (a step of
+  their own)."""
+  d = dataclasses.replace(cfg.distill, baseline=False)
+  teacher = d.teacher
+  if teacher.zoo_dir is None:
+    teacher = dataclasses.replace(teacher, zoo_dir=str(cfg.workdir / finetune.ZOO))
+  if cfg.distill_encoders:
+    teacher = dataclasses.replace(teacher, encoders=cfg.distill_encoders)
+  return dataclasses.replace(d, teacher=teacher)
+
+
+def run(cfg: StudyConfig, *, safe_mode: bool = True, steps=STEPS) -> pd.DataFrame:
+  """Runs (or resumes) the study's `steps` (default: all); returns the results table.
 
   With `distill.teacher.zoo_dir` set, stages 1 and 2 are skipped and that zoo is distilled
-  (an external zoo and stage 2's are interchangeable).
+  (an external zoo and stage 2's are interchangeable). A shard (`--num_shards`) or work-queue
+  worker (`--work_queue`) runs its share of the SHARDABLE steps; every step is resumable, and
+  every run and teacher pass is claimed, so workers never train or label one twice.
   """
-  if cfg.distill.num_shards > 1:
-    raise ValueError("stages.study runs the stages in order in one job (spread over devices with "
-                     "--strategy); to shard a stage over machines, run stages.pretrain, "
-                     "stages.finetune, stages.label, stages.distill and stages.baseline with "
-                     "--num_shards/--shard_index")
+  steps = check_steps(steps)
+  sharing = cfg.distill.num_shards > 1 or cfg.distill.work_queue
+  if sharing and set(steps) - set(SHARDABLE):
+    raise ValueError(
+        f"--num_shards/--work_queue share the work of the steps {', '.join(SHARDABLE)}; the "
+        f"steps {', '.join(sorted(set(steps) - set(SHARDABLE)))} run in one process: give "
+        "--steps (e.g. --steps=distill), or let --launcher=slurm submit each step as its own "
+        "array job")
   data = preflight(cfg)
   cfg.workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
   if data is None:  # Not prepared yet: from the archive.
+    if "prepare" not in steps:
+      raise ValueError(f"no prepared data at {cfg.distill.data.data_dir}: run the prepare step "
+                       "first (--steps=prepare, or the whole study)")
     data = prepare.prepare_study_data(cfg)
-  distill_cfg = dataclasses.replace(cfg.distill, baseline=False)
-  if cfg.distill.teacher.zoo_dir is None:
-    log.info("stage 1: pretraining %s", ", ".join(e.name for e in cfg.selected_encoders()))
-    encoders = pretrain.pretrain_encoders(
-        cfg, data, runtime.build_strategy(cfg.distill.strategy, cfg.distill.tpu))
+  external_zoo = cfg.distill.teacher.zoo_dir is not None
+  d = cfg.distill
+  if not external_zoo and "pretrain" in steps:
+    specs = cfg.selected_encoders()[d.shard_index::d.num_shards]
+    log.info("stage 1: pretraining %s", ", ".join(e.name for e in specs if e.pretrained)
+             or "nothing (no selected encoder is pretrained here)")
+    pretrain.pretrain_encoders(cfg, data, runtime.strategy_of(d), specs=specs)
+  if not external_zoo and "finetune" in steps:
+    encoders = pretrain.pretrain_encoders(cfg, data, runtime.strategy_of(d), train=False)
     log.info("stage 2: fine-tuning %d encoder(s) into %s", len(encoders), cfg.workdir / finetune.ZOO)
     # --only filters the student and baseline matrices; the teachers are chosen by --encoders,
     # --schemes, --split_percents and --finetune_seeds (an arch filter would drop them all).
-    zoo_dir = finetune.finetune_teachers(cfg, encoders, safe_mode=safe_mode, only="")
-    distill_cfg = dataclasses.replace(
-        distill_cfg, teacher=dataclasses.replace(distill_cfg.teacher, zoo_dir=str(zoo_dir)))
-  if cfg.distill_encoders:
-    distill_cfg = dataclasses.replace(distill_cfg, teacher=dataclasses.replace(
-        distill_cfg.teacher, encoders=cfg.distill_encoders))
-  if cfg.references:
+    finetune.finetune_teachers(cfg, encoders, safe_mode=safe_mode, only="")
+  if cfg.references and "reference" in steps:
     log.info("the classical reference: label spreading on each split and the students' pool")
-    d = cfg.distill.data
-    reference.run_references(data, cfg.workdir, schemes=d.schemes,
-                             split_percents=d.split_percents, task=d.task, config=cfg.reference,
-                             preset=cfg.distill.preset, retrain_stale=cfg.distill.retrain_stale)
-  log.info("stage 3: labelling and distillation")
-  distill.run(distill_cfg, safe_mode=safe_mode, require_match=False)
-  if cfg.baseline:
+    reference.run_references(data, cfg.workdir, schemes=d.data.schemes,
+                             split_percents=d.data.split_percents, task=d.data.task,
+                             config=cfg.reference, preset=d.preset, retrain_stale=d.retrain_stale)
+  if "label" in steps:
+    log.info("stage 3: labelling the data with the teachers")
+    distill.label_teachers(distill_config(cfg), safe_mode=safe_mode)
+  if "distill" in steps:
+    log.info("stage 3: distillation")
+    distill.run(distill_config(cfg), safe_mode=safe_mode, require_match=False)
+  if cfg.baseline and "baseline" in steps:
     log.info("supervised baselines")
     baseline.run(cfg.baseline_config(), safe_mode=safe_mode, require_match=False)
   table = results.consolidate(cfg.workdir)
-  try:
-    stats.write_comparisons(cfg.workdir, table)
-  except (ValueError, FileNotFoundError) as e:  # Every run is safe on disk; say what is missing.
-    log.warning("the study's comparisons were not written: %s", e)
-  log.info("study finished in %.0f s: %d results rows in %s", time.perf_counter() - start,
+  if "compare" in steps:
+    try:
+      stats.write_comparisons(cfg.workdir, table)
+    except (ValueError, FileNotFoundError) as e:  # Every run is safe on disk; say what is missing.
+      log.warning("the study's comparisons were not written: %s", e)
+  log.info("%s finished in %.0f s: %d results rows in %s",
+           "study" if steps == STEPS else "steps " + ",".join(steps), time.perf_counter() - start,
            len(table), cfg.workdir / results.TABLE_PARQUET)
   return table
+
+
+def work_counts(cfg: StudyConfig) -> dict[str, int]:
+  """How much work each of the study's jobs has, before anything ran (the SLURM launcher sizes
+  its arrays by it): encoders, teacher runs, teachers to label, student and baseline runs."""
+  external = cfg.distill.teacher.zoo_dir is not None
+  teachers = (teachers_lib.read_zoo(cfg.distill.teacher.zoo_dir) if external
+              else predicted_teachers(cfg))
+  students = matrix.build_matrix(distill_config(cfg), teachers, "")
+  if cfg.distill.only:
+    students = matrix.select(students, only=cfg.distill.only, require_match=False)
+  baselines = (matrix.build_matrix(dataclasses.replace(cfg.baseline_config(), baseline=True), [], "")
+               if cfg.baseline else [])
+  if cfg.distill.only and baselines:
+    baselines = matrix.select(baselines, only=cfg.distill.only, require_match=False)
+  return {"pretrain": 0 if external else len(cfg.selected_encoders()),
+          "finetune": 0 if external else len(teachers),
+          "label": len({r.teacher.teacher_id for r in students if r.teacher is not None}),
+          "distill": len(students), "baseline": len(baselines)}

@@ -93,7 +93,7 @@ def make_context(config: DistillConfig, *, safe_mode: bool = True,
   data = source.open_data(config)
   zoo_dir = config.teacher.zoo_dir or pathlib.Path(config.workdir) / "teachers"
   return RunContext(workdir=config.workdir, data=data,
-                    strategy=runtime.build_strategy(config.strategy, config.tpu), zoo_dir=zoo_dir,
+                    strategy=runtime.strategy_of(config), zoo_dir=zoo_dir,
                     safe_mode=safe_mode, preset=config.preset,
                     shuffle_buffer=config.data.shuffle_buffer, cache=config.data.cache,
                     steps_per_execution=config.train.steps_per_execution, encoders=encoders,

@@ -5,20 +5,34 @@ policy, optimizers and learning-rate schedules. Every stage's training goes thro
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 
 import keras
 import tensorflow as tf
 
+log = logging.getLogger(__name__)
+
+
+def strategy_of(config) -> tf.distribute.Strategy:
+  """The strategy a `DistillConfig` asks for (its strategy, TPU and collective timeout)."""
+  return build_strategy(config.strategy, config.tpu,
+                        collective_timeout=config.collective_timeout or None)
+
 
 def build_strategy(name: str, tpu: str | None = None, *,
-                   collective_timeout: float | None = None) -> tf.distribute.Strategy:
+                   collective_timeout: float | None = None,
+                   environ=os.environ) -> tf.distribute.Strategy:
   """Returns the tf.distribute strategy called `name`.
 
-  "auto" picks TPU when `tpu` is given, MirroredStrategy when several GPUs are visible, else
-  the default strategy. "mirrored" without GPUs mirrors over the logical CPU devices (useful
-  for tests; one logical CPU gives one replica). "multi_worker" is MultiWorkerMirroredStrategy
-  over the cluster in the TF_CONFIG environment variable (every worker runs the same command;
-  worker 0 writes the files, see `is_writer`).
+  "auto" picks TPU when `tpu` is given, else the default strategy: one device (the first
+  GPU, if any). It never mirrors one run over several GPUs: on a cluster each task gets its
+  own GPU and trains its own runs, which beats splitting a small run's batches; ask for
+  "mirrored" to spread one run over every visible GPU (without GPUs, over the logical CPU
+  devices: useful for tests). "multi_worker" is MultiWorkerMirroredStrategy over several
+  processes (every worker runs the same command; worker 0 writes the files, see
+  `is_writer`): the cluster comes from TF_CONFIG when it is set, else from SLURM when the
+  command runs as the tasks of one `srun` (`cluster_resolver`).
 
   Args:
     name: "auto", "default", "mirrored", "multi_worker" or "tpu".
@@ -29,12 +43,11 @@ def build_strategy(name: str, tpu: str | None = None, *,
       (tracing, evaluation, checkpoint writes); None waits forever.
   """
   if name == "auto":
-    if tpu:
-      name = "tpu"
-    elif len(tf.config.list_logical_devices("GPU")) > 1:
-      name = "mirrored"
-    else:
-      name = "default"
+    name = "tpu" if tpu else "default"
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+      log.info("--strategy=auto trains on one of the %d visible GPUs; --strategy=mirrored "
+               "spreads each run over all of them", len(gpus))
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
@@ -43,13 +56,36 @@ def build_strategy(name: str, tpu: str | None = None, *,
     return tf.distribute.MirroredStrategy(devices=devices)
   if name == "multi_worker":
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=cluster_resolver(environ), communication_options=options)
   if name == "tpu":
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
   raise ValueError(f"unknown strategy {name!r}; known: auto, default, mirrored, multi_worker, tpu")
+
+
+def cluster_resolver(environ=os.environ):
+  """The multi-worker cluster: None (TF_CONFIG's, TensorFlow's default) when TF_CONFIG is set
+  or the process is not one of several tasks of a SLURM step; else a `SlurmClusterResolver`
+  (one worker per task of the `srun`, ports from 8888, one GPU per task when GPUs exist).
+
+  Raises:
+    ValueError: in a SLURM job with one task, where a multi-worker cluster has one worker.
+  """
+  if environ.get("TF_CONFIG"):
+    return None
+  if "SLURM_JOB_ID" in environ:
+    tasks = int(environ.get("SLURM_STEP_NUM_TASKS", environ.get("SLURM_NTASKS", "1")))
+    if tasks < 2 or "SLURM_STEP_ID" not in environ:
+      raise ValueError(
+          "--strategy=multi_worker in a SLURM job needs several tasks of one step: launch the "
+          "command with `srun` in a job of --ntasks=N (one worker per task), or set TF_CONFIG")
+    gpus = int(environ.get("SLURM_GPUS_PER_TASK", "0") or 0)
+    return tf.distribute.cluster_resolver.SlurmClusterResolver(
+        gpus_per_node=None if gpus else 0, gpus_per_task=gpus or None, port_base=8888)
+  return None
 
 
 def is_writer(strategy: tf.distribute.Strategy) -> bool:
