@@ -147,3 +147,27 @@ def test_a_run_killed_mid_training_resumes_from_its_last_epoch(tmp_path, monkeyp
   assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2", "3", "4"]
   assert row["epochs_run"] == 5 and row["status"] == "ok"
   assert not (run_dir / "training_state.npz").exists() and results.is_done(tmp_path, run.run_id)
+
+
+def test_an_epoch_trains_exactly_its_steps_whatever_steps_per_execution(tmp_path, monkeypatch):
+  """Keras runs whole executions: compiled with 4 steps per call, an epoch of 1 step trains 4
+  (Keras 3.15). A run uses the largest divisor of its steps per epoch instead, so it trains
+  exactly epochs x steps and a resumed run skips exactly the batches it trained."""
+  from simclr_distill.data import digits
+  from simclr_distill.matrix import RunSpec
+  from simclr_distill.training import runtime
+
+  assert [runtime.steps_per_execution(4, n) for n in (1, 2, 3, 4, 5, 6, 8, 9)] == [
+      1, 2, 3, 4, 1, 3, 4, 3]
+  data = digits.prepare_digits(tmp_path / "data", num_shards=2, percents=(10,))
+  ctx = context.RunContext(workdir=tmp_path, data=data, strategy=tf.distribute.get_strategy(),
+                           steps_per_execution=4)
+  run = RunSpec(stage="baseline", arch="mlp", labeling="basic", split_percent=10, optimizer="adam",
+                learning_rate=1e-3, seed=0, protocol="holdout", task="binary", epochs=3, batch_size=32,
+                early_stopping=False, patience=1, monitor="val_label_loss", head="pooled",
+                dropout=0.0, width=None, dataset=data.fingerprint())
+  kept = {}
+  monkeypatch.setattr(ctx, "keep_warm", lambda key, model: kept.update(model=model))
+  row = executor.execute_run(run, ctx)
+  assert row["steps_per_epoch"] == 1 and row["steps_per_execution"] == 1
+  assert int(kept["model"].optimizer.iterations.numpy()) == 3 * row["steps_per_epoch"]

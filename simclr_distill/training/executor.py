@@ -22,7 +22,7 @@ import tensorflow as tf
 from simclr_distill import checkpointing, fileio, labelling, provenance, results, scoring
 from simclr_distill import selection as selection_lib
 from simclr_distill.matrix import RunSpec
-from simclr_distill.training import context, networks
+from simclr_distill.training import context, networks, runtime
 from simclr_distill.training.context import RunContext
 from simclr_distill.training.rundata import RunDatasets
 
@@ -185,7 +185,8 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
       batch_size=datasets.global_batch(), replicas=ctx.replicas, steps_per_epoch=steps,
       train_examples=len(datasets.train_ids), test_examples=len(datasets.test_ids),
       dtype_policy=ctx.precision, jit_compile=ctx.jit_compile,
-      steps_per_execution=ctx.steps_per_execution, preset=ctx.preset,
+      steps_per_execution=runtime.steps_per_execution(ctx.steps_per_execution, steps),
+      preset=ctx.preset,
       code_version=provenance.code_version(),
       images_per_second=fit.checkpoint.steps_trained * datasets.global_batch()
       / max(fit.seconds, 1e-9))

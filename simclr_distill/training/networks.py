@@ -83,7 +83,7 @@ def warm_key(run: RunSpec, ctx: RunContext, num_outputs: int, steps: int, *,
   return (run.stage == "distill", run.arch, run.head, run.dropout, run.width, run.init, run.task,
           num_outputs, tuple(ctx.data.image_shape), run.loss.kind, run.loss.temperature,
           run.loss.alpha, run.optimizer, schedule, ctx.precision, ctx.jit_compile,
-          ctx.steps_per_execution, ctx.replicas)
+          runtime.steps_per_execution(ctx.steps_per_execution, steps), ctx.replicas)
 
 
 def reinitialise(model: Distiller, fresh: keras.Model, learning_rate: float) -> bool:
@@ -142,7 +142,8 @@ def build_run_model(run: RunSpec, ctx: RunContext, steps: int, *, offline: bool)
         distiller.compile(optimizer=runtime.build_optimizer(
             run.optimizer, run.learning_rate, schedule=run.schedule,
             total_steps=run.epochs * steps, warmup_steps=run.warmup_epochs * steps),
-            steps_per_execution=ctx.steps_per_execution, jit_compile=ctx.jit_compile)
+            steps_per_execution=runtime.steps_per_execution(ctx.steps_per_execution, steps),
+            jit_compile=ctx.jit_compile)
   # Freed before training: what earlier runs and stages dropped (models not kept or no longer
   # kept, loaded teachers, an earlier stage's models) and the network just built to re-initialise
   # a kept model. Keras models sit in reference cycles, which only Python's full collection

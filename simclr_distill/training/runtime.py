@@ -97,6 +97,16 @@ def is_writer(strategy: tf.distribute.Strategy) -> bool:
   return bool(strategy.extended.should_checkpoint)
 
 
+def steps_per_execution(configured: int, steps_per_epoch: int) -> int:
+  """The steps per compiled call a run can use: the largest divisor of `steps_per_epoch` not
+  above `configured`. Keras runs whole executions: with 4 steps per call, an epoch of 1 step
+  trains 4 and one of 5 trains 8 (measured on Keras 3.15), so a run would train more steps
+  than it declares, runs on small splits the most, and a resumed run would skip the wrong
+  number of batches."""
+  return max(d for d in range(1, max(1, min(configured, steps_per_epoch)) + 1)
+             if steps_per_epoch % d == 0)
+
+
 def learning_rate_schedule(learning_rate: float, schedule: str = "constant", *,
                            total_steps: int = 0, warmup_steps: int = 0):
   """A constant rate, or a cosine decay to 0 over `total_steps` after `warmup_steps` of linear
