@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 WORKDIR ?= results/study_demo
 
-.PHONY: install browser demo smoke compare results dashboard test clean
+.PHONY: install browser slurm demo smoke compare results dashboard test clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
@@ -40,7 +40,13 @@ browser:
 	    chromium chromium-driver >/dev/null) || echo "could not install chromium: browser tests will skip"; \
 	fi
 
-test: install browser
+# The SLURM launcher's tests submit to a real single-node cluster on this machine (Debian's
+# slurm-wlm and munge, installed and started where missing, as root or through sudo). Where it
+# cannot start, they skip and say why.
+slurm:
+	@./tools/slurm-up
+
+test: install browser slurm
 	$(VENV)/bin/python -m pytest
 
 clean:

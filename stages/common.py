@@ -196,7 +196,12 @@ def launch_study(cfg: study_config.StudyConfig) -> int:
   if FLAGS.steps:
     raise ValueError("--steps runs part of the study in this process; --launcher=slurm submits "
                      "every step as its own job: drop one of them")
-  study.preflight(cfg)
+  try:
+    study.preflight(cfg)  # Every input checked before anything is queued.
+  except ValueError as e:
+    if not FLAGS.dry_run:
+      raise
+    print(f"warning: submitted as they are, these jobs would stop at once: {e}\n", file=sys.stderr)
   config = slurm_config(cfg.distill.preset)
   jobs = slurm.plan_study(task_command(), study.work_counts(cfg), config, python=config.python)
   return slurm.launch(jobs, cfg.workdir, config, dry_run=FLAGS.dry_run, wait_for_end=FLAGS.wait)

@@ -10,6 +10,7 @@ skipped without loading their teachers. Stage 3 labels whatever is missing itsel
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pathlib
 import time
@@ -62,7 +63,7 @@ def label_all(config: DistillConfig, ctx: RunContext, entries) -> int:
   sample = _sample_images(ctx) if todo else None
   passes, held = 0, []
   for entry in todo:
-    with fileio.try_lock(ctx.labels_dir / CLAIMS / entry.teacher_id) as claimed:
+    with _claim(ctx, entry.teacher_id) as claimed:
       if not claimed:
         log.info("teacher %s: being labelled by another process; taking the next one",
                  entry.teacher_id)
@@ -76,6 +77,14 @@ def label_all(config: DistillConfig, ctx: RunContext, entries) -> int:
         passes += 1
         _label_one(config, ctx, entry, sample, f"{passes}/{len(todo)}")
   return passes
+
+
+def _claim(ctx: RunContext, teacher_id: str):
+  """A teacher pass's claim (none for the workers of a multi-worker cluster, which label in
+  lockstep: see `loop.claim_run`)."""
+  if not ctx.claims:
+    return contextlib.nullcontext(True)
+  return fileio.try_lock(ctx.labels_dir / CLAIMS / teacher_id)
 
 
 def _label_one(config: DistillConfig, ctx: RunContext, entry, sample, position: str) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
-from simclr_distill import checkpointing, labelling, provenance
+from simclr_distill import checkpointing, keras_compat, labelling, provenance
 from simclr_distill.config import DistillConfig
 from simclr_distill.data import records, source
 from simclr_distill.training import runtime
@@ -35,6 +35,9 @@ class RunContext:
     # False on the non-chief workers of a multi-worker cluster: they train in lockstep with
     # the chief but leave every file to it (see `is_writer`).
     self.is_writer = runtime.is_writer(strategy)
+    # The workers of one cluster train the same runs in lockstep, as one process: they take no
+    # claims (one would find the other's and skip the run its peers wait in).
+    self.claims = not keras_compat.is_multi_worker(strategy)
     self.zoo_dir = pathlib.Path(zoo_dir) if zoo_dir else None
     self.labels_dir = pathlib.Path(labels_dir) if labels_dir else self.workdir / "labels"
     self.safe_mode, self.preset = safe_mode, preset

@@ -5,6 +5,7 @@ after each. Finetune, distill, baseline and the demo zoo all train through `trai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -110,5 +111,9 @@ CLAIM = ".claim"
 
 def claim_run(ctx: RunContext, run: matrix.RunSpec):
   """A context manager yielding whether this process holds `run`'s claim (a lock file in its
-  run directory, released when the block ends or the process dies)."""
+  run directory, released when the block ends or the process dies). The workers of a
+  multi-worker cluster take none: they train their runs together, as one process (give such a
+  cluster its own runs: a shard, --only, or a workdir of its own)."""
+  if not ctx.claims:
+    return contextlib.nullcontext(True)
   return fileio.try_lock(ctx.workdir / results.RUNS / run.run_id / CLAIM)

@@ -67,25 +67,33 @@ def build_strategy(name: str, tpu: str | None = None, *,
 
 
 def cluster_resolver(environ=os.environ):
-  """The multi-worker cluster: None (TF_CONFIG's, TensorFlow's default) when TF_CONFIG is set
-  or the process is not one of several tasks of a SLURM step; else a `SlurmClusterResolver`
-  (one worker per task of the `srun`, ports from 8888, one GPU per task when GPUs exist).
+  """The multi-worker cluster: None (TensorFlow reads TF_CONFIG) when TF_CONFIG is set or the
+  process is not in a SLURM job; in a SLURM job step of several tasks (`srun`), one worker per
+  task: hosts from SLURM_STEP_NODELIST, tasks per host from SLURM_STEP_TASKS_PER_NODE, this
+  worker from SLURM_PROCID, ports from 15000 + 8 x (job id mod 5000) (two jobs sharing a node
+  do not collide). GPUs are left as SLURM bound them (`--gpus-per-task`).
+  (`tf.distribute.cluster_resolver.SlurmClusterResolver` assigns GPUs itself and resolves no
+  worker at all on CPU nodes, so the same cluster is built here from the same variables.)
 
   Raises:
-    ValueError: in a SLURM job with one task, where a multi-worker cluster has one worker.
+    ValueError: in a SLURM job that is not a step of several tasks.
   """
-  if environ.get("TF_CONFIG"):
+  if environ.get("TF_CONFIG") or "SLURM_JOB_ID" not in environ:
     return None
-  if "SLURM_JOB_ID" in environ:
-    tasks = int(environ.get("SLURM_STEP_NUM_TASKS", environ.get("SLURM_NTASKS", "1")))
-    if tasks < 2 or "SLURM_STEP_ID" not in environ:
-      raise ValueError(
-          "--strategy=multi_worker in a SLURM job needs several tasks of one step: launch the "
-          "command with `srun` in a job of --ntasks=N (one worker per task), or set TF_CONFIG")
-    gpus = int(environ.get("SLURM_GPUS_PER_TASK", "0") or 0)
-    return tf.distribute.cluster_resolver.SlurmClusterResolver(
-        gpus_per_node=None if gpus else 0, gpus_per_task=gpus or None, port_base=8888)
-  return None
+  from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm
+
+  tasks = int(environ.get("SLURM_STEP_NUM_TASKS", "1"))
+  if tasks < 2 or "SLURM_PROCID" not in environ:
+    raise ValueError(
+        "--strategy=multi_worker in a SLURM job needs several tasks of one step: launch the "
+        "command with `srun` in a job of --ntasks=N (one worker per task), or set TF_CONFIG")
+  hosts = slurm.expand_hostlist(environ["SLURM_STEP_NODELIST"])
+  per_host = slurm.expand_tasks_per_node(environ["SLURM_STEP_TASKS_PER_NODE"])
+  base = 15000 + 8 * (int(environ["SLURM_JOB_ID"]) % 5000)
+  workers = [f"{host}:{base + i}" for host, n in zip(hosts, per_host) for i in range(n)]
+  return tf.distribute.cluster_resolver.SimpleClusterResolver(
+      tf.train.ClusterSpec({"worker": workers}), task_type="worker",
+      task_id=int(environ["SLURM_PROCID"]), rpc_layer="grpc")
 
 
 def is_writer(strategy: tf.distribute.Strategy) -> bool:
