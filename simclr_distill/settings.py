@@ -255,7 +255,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("baseline_seeds", "baseline_seeds", INT_LIST, "Seeds of the baselines (default: the "
             "preset's, else --seeds).", "baseline"),
     # ---- scale
-    Setting("strategy", "distill.strategy", ENUM, "tf.distribute strategy.", "scale",
+    Setting("strategy", "distill.strategy", ENUM, "tf.distribute strategy: auto (TPU if --tpu, "
+            "else one device: each task its own GPU), default, mirrored (one run over every "
+            "visible GPU), multi_worker (TF_CONFIG, or the tasks of one srun), tpu.", "scale",
             choices=config_lib.STRATEGIES),
     Setting("tpu", "distill.tpu", STR, "TPU name or grpc:// address (with --strategy=tpu).",
             "scale"),

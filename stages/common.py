@@ -110,7 +110,7 @@ def _define_settings(root: str, groups, flag_values: flags.FlagValues) -> None:
 
 
 # Flags of the launcher itself: never passed on to the commands the cluster's tasks run.
-LAUNCHER_FLAGS = ("launcher", "dry_run", "wait", "steps", "slurm_tasks", "slurm_throttle",
+LAUNCHER_FLAGS = ("launcher", "dry_run", "wait", "steps", "slurm_queue", "slurm_tasks", "slurm_throttle",
                   "slurm_partition", "slurm_account", "slurm_time", "slurm_cpus", "slurm_mem",
                   "slurm_gpus", "slurm_gres", "slurm_extra", "slurm_max_requeues",
                   "slurm_signal_seconds", "slurm_setup", "slurm_python")
@@ -155,6 +155,10 @@ def define_launcher_flags(*, flag_values=FLAGS) -> None:
                             "(repeatable), e.g. 'module load cuda/12.2'.", flag_values=flag_values)
   flags.DEFINE_string("slurm_python", None, "The Python the tasks run (default: this one, "
                       f"{sys.executable}).", flag_values=flag_values)
+  flags.DEFINE_boolean("slurm_queue", True, "The tasks of each job are work-queue workers "
+                       "(claims: file locks, which must work across nodes: NFSv4, GPFS, Lustre "
+                       "mounted with flock); --noslurm_queue gives each task a static shard.",
+                       flag_values=flag_values)
 
 
 def slurm_config(preset: str):
@@ -203,7 +207,8 @@ def launch_study(cfg: study_config.StudyConfig) -> int:
       raise
     print(f"warning: submitted as they are, these jobs would stop at once: {e}\n", file=sys.stderr)
   config = slurm_config(cfg.distill.preset)
-  jobs = slurm.plan_study(task_command(), study.work_counts(cfg), config, python=config.python)
+  jobs = slurm.plan_study(task_command(), study.work_counts(cfg), config, python=config.python,
+                          queue=FLAGS.slurm_queue)
   return slurm.launch(jobs, cfg.workdir, config, dry_run=FLAGS.dry_run, wait_for_end=FLAGS.wait)
 
 
@@ -221,7 +226,8 @@ def launch_if_asked(stage: str, workdir, preset: str, *, shardable: bool = True,
         raise ValueError(f"--{name} goes with --launcher=slurm")
     return
   config = slurm_config(preset)
-  queue = shardable and stage != "pretrain" and not FLAGS["num_shards"].present
+  queue = (shardable and stage != "pretrain" and not FLAGS["num_shards"].present
+           and FLAGS.slurm_queue)
   if shardable and FLAGS["num_shards"].present:
     if FLAGS["shard_index"].present:
       raise ValueError("--launcher=slurm gives each task its shard (SLURM_ARRAY_TASK_ID): drop "

@@ -179,7 +179,8 @@ def test_stage_errors_say_what_to_do(tmp_path):
   proc = stage("stages.study", "--preset=smoke", f"--workdir={tmp_path}", "--num_shards=2",
                check=False)
   assert proc.returncode == 2 and "run the stages one by one" not in proc.stderr
-  assert "--num_shards/--shard_index" in proc.stderr
+  assert "--num_shards/--work_queue share the work of the steps" in proc.stderr
+  assert "give --steps (e.g. --steps=distill)" in proc.stderr
   proc = stage("stages.baseline", "--preset=smoke", f"--workdir={tmp_path}",
                "--baseline_inits=imagenet", check=False)
   assert proc.returncode == 2 and "mlp has no ImageNet weights" in proc.stderr

@@ -204,7 +204,7 @@ class Job:
 
 
 def plan_study(command: Sequence[str], counts: Mapping[str, int], config: SlurmConfig,
-               *, python: str) -> list[Job]:
+               *, python: str, queue: bool = True) -> list[Job]:
   """The jobs of a study.
 
   Args:
@@ -213,6 +213,8 @@ def plan_study(command: Sequence[str], counts: Mapping[str, int], config: SlurmC
     counts: how much work each job has ("pretrain": encoders, "finetune": teacher runs,
       "label": teachers, "distill": student runs, "baseline": baseline runs); a job with none
       is left out and the jobs after it wait for the ones before it.
+    queue: the QUEUE jobs' tasks are work-queue workers; False gives each a static shard (from
+      SLURM_ARRAY_TASK_ID), for filesystems whose locks do not work across nodes.
   """
   present = [n for n in STUDY_JOBS if n in ("prepare", "report") or counts.get(n, 0) > 0]
 
@@ -227,9 +229,12 @@ def plan_study(command: Sequence[str], counts: Mapping[str, int], config: SlurmC
     res = config.resources.get(name, Resources())
     tasks = min(res.tasks, counts.get(name, 1)) if name not in ("prepare", "report") else 1
     argv = [python, "-m", "stages.study", *command, f"--steps={','.join(STEPS[name])}"]
-    if name in QUEUE:
+    note = _NOTES[name]
+    if name in QUEUE and queue:
       argv.append("--work_queue")
-    jobs.append(Job(name, tuple(argv), max(1, tasks), res, after(name), _NOTES[name]))
+    elif name in QUEUE:
+      note = note.replace("work-queue workers, one run at a time", "one shard each")
+    jobs.append(Job(name, tuple(argv), max(1, tasks), res, after(name), note))
   return jobs
 
 
@@ -237,7 +242,7 @@ _NOTES = {
     "prepare": "prepare the data (and check every input of the study)",
     "pretrain": "stage 1: pretrain the encoders, one per task (shard from SLURM_ARRAY_TASK_ID)",
     "finetune": "stage 2: fine-tune the teachers (work-queue workers, one run at a time)",
-    "label": "stage 3: label the data with each teacher once (work-queue workers)",
+    "label": "stage 3: label the data with each teacher once (work-queue workers, one run at a time)",
     "distill": "stage 3: distil the students (work-queue workers, one run at a time)",
     "baseline": "the supervised baselines (work-queue workers, one run at a time)",
     "report": "the classical reference, then the results table and the study's comparisons",
