@@ -194,22 +194,13 @@ def task_command() -> list[str]:
 
 def launch_study(cfg: study_config.StudyConfig) -> int:
   """`stages.study --launcher=slurm`: the study as a chain of array jobs (exit status)."""
-  from simclr_distill.cluster import slurm
   from simclr_distill.steps import study
 
   if FLAGS.steps:
     raise ValueError("--steps runs part of the study in this process; --launcher=slurm submits "
                      "every step as its own job: drop one of them")
-  try:
-    study.preflight(cfg)  # Every input checked before anything is queued.
-  except ValueError as e:
-    if not FLAGS.dry_run:
-      raise
-    print(f"warning: submitted as they are, these jobs would stop at once: {e}\n", file=sys.stderr)
-  config = slurm_config(cfg.distill.preset)
-  jobs = slurm.plan_study(task_command(), study.work_counts(cfg), config, python=config.python,
-                          queue=FLAGS.slurm_queue)
-  return slurm.launch(jobs, cfg.workdir, config, dry_run=FLAGS.dry_run, wait_for_end=FLAGS.wait)
+  return study.launch_slurm(cfg, task_command(), slurm_config(cfg.distill.preset),
+                            queue=FLAGS.slurm_queue, dry_run=FLAGS.dry_run, wait=FLAGS.wait)
 
 
 def launch_if_asked(stage: str, workdir, preset: str, *, shardable: bool = True,

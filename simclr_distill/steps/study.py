@@ -255,3 +255,20 @@ def work_counts(cfg: StudyConfig) -> dict[str, int]:
           "finetune": 0 if external else len(teachers),
           "label": len({r.teacher.teacher_id for r in students if r.teacher is not None}),
           "distill": len(students), "baseline": len(baselines)}
+
+
+def launch_slurm(cfg: StudyConfig, command, config, *, queue: bool = True, dry_run: bool = False,
+                 wait: bool = False) -> int:
+  """Submits the study to SLURM as a chain of array jobs (`cluster.slurm`), each task running
+  `stages.study <command> --steps=<its step>`; returns the exit status (see `slurm.launch`).
+  Every input is checked first; a dry run only warns about what would stop the chain."""
+  from simclr_distill.cluster import slurm
+
+  try:
+    preflight(cfg)
+  except ValueError as e:
+    if not dry_run:
+      raise
+    log.warning("submitted as they are, these jobs would stop at once: %s", e)
+  jobs = slurm.plan_study(command, work_counts(cfg), config, python=config.python, queue=queue)
+  return slurm.launch(jobs, cfg.workdir, config, dry_run=dry_run, wait_for_end=wait)
