@@ -478,7 +478,9 @@ def launch(jobs: Sequence[Job], workdir: str | os.PathLike, config: SlurmConfig,
     return 0
   result = wait(submission, poll_seconds=poll_seconds, report=report)
   if result.ok:
-    report(f"every task of the chain finished ({sum(j.tasks for j in jobs)} tasks)")
+    report(f"every task of the chain finished ({sum(j.tasks for j in jobs)} tasks); the "
+           f"study's comparisons: `python -m stages.results --compare --workdirs={workdir}`, "
+           f"the report job's log: {submission.directory / 'logs'}/report-*.out")
     return 0
   report("the chain did not finish:\n  " + "\n  ".join(result.failures())
          + f"\nlogs: {submission.directory / 'logs'}; fix the cause and run the same command "
