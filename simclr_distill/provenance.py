@@ -173,6 +173,9 @@ def verdict(workdir: str | os.PathLike, run_id: str, inputs: Mapping[str, str] |
                 if k not in inputs and not k.startswith("labels/")]
     if changed:
       return Verdict(run_id, "stale", tuple(changed))
+  overtrained = _overtrained(row)
+  if overtrained:
+    return Verdict(run_id, "stale", (overtrained,))
   run_dir = path.parent
   bad = []
   for name, digest in sorted(recorded.get("outputs", {}).items()):
@@ -181,6 +184,22 @@ def verdict(workdir: str | os.PathLike, run_id: str, inputs: Mapping[str, str] |
     elif file_digest(run_dir / name) != digest:
       bad.append(f"{name} does not match its recorded digest (corrupt, truncated or replaced)")
   return Verdict(run_id, "corrupt", tuple(bad)) if bad else Verdict(run_id, "done")
+
+
+def _overtrained(row: Mapping[str, Any]) -> str:
+  """Why a finished run trained more steps than it declares, or "": compiled with more steps
+  per call than divide its steps per epoch, Keras ran whole executions (1 step per epoch at 4
+  per call trained 4). Runs since then use a divisor (`training.runtime.steps_per_execution`);
+  earlier ones are stale, so a comparison never mixes the two."""
+  try:
+    per_call, per_epoch = int(row["steps_per_execution"]), int(row["steps_per_epoch"])
+  except (KeyError, TypeError, ValueError):
+    return ""
+  if per_call <= 1 or per_epoch % per_call == 0:
+    return ""
+  trained = -(-per_epoch // per_call) * per_call
+  return (f"it trained {trained} steps per epoch, not its {per_epoch} (steps_per_execution "
+          f"{per_call} does not divide them: Keras runs whole executions; fixed since)")
 
 
 def supersede(workdir: str | os.PathLike, run_id: str) -> pathlib.Path | None:

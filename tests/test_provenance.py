@@ -160,6 +160,24 @@ def test_verdicts_name_what_changed_and_what_is_corrupt(tmp_path):
   assert (kept / results.ROW_FILE).is_file() and not results.is_done(tmp_path, "r1")
 
 
+def test_a_run_that_trained_more_steps_than_it_declares_is_stale(tmp_path):
+  """Rows written before an epoch trained exactly its steps: 4 steps per call on a 5-step
+  epoch trained 8. They are stale, so no comparison mixes them with runs trained since."""
+  inputs = {"data": "d1"}
+  for run_id, per_call, per_epoch in (("old", 4, 5), ("ok", 4, 8), ("new", 1, 5)):
+    (tmp_path / results.RUNS / run_id).mkdir(parents=True)
+    results.write_row(tmp_path, {
+        "run_id": run_id, "status": "ok", "steps_per_execution": per_call,
+        "steps_per_epoch": per_epoch, provenance.KEY: provenance.record(
+            inputs, tmp_path / results.RUNS / run_id, (), "v")})
+  old = provenance.verdict(tmp_path, "old", inputs)
+  assert old.state == "stale" and old.reasons == (
+      "it trained 8 steps per epoch, not its 5 (steps_per_execution 4 does not divide them: "
+      "Keras runs whole executions; fixed since)",)
+  assert provenance.verdict(tmp_path, "ok", inputs).state == "done"
+  assert provenance.verdict(tmp_path, "new", inputs).state == "done"
+
+
 def test_only_that_selects_nothing_names_the_values_that_exist():
   runs = [matrix.RunSpec(stage="baseline", arch=a, labeling="basic", split_percent=p,
                          optimizer="adam", learning_rate=1e-3, seed=0, protocol="holdout",
