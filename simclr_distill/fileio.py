@@ -49,6 +49,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[pathlib.P
     yield tmp
     with open(tmp, "rb+") as f:
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # As a plain open() would: mkstemp's files are 0600.
     os.replace(tmp, path)
     _fsync_dir(path.parent)
   except OSError as e:
@@ -61,6 +62,19 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[pathlib.P
   finally:
     if tmp.exists():
       tmp.unlink()
+
+
+def _umask() -> int:
+  """The process's umask (read without changing it where Linux tells it)."""
+  try:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+      if line.startswith("Umask:"):
+        return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[pathlib.Path], None],
