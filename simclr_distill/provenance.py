@@ -271,11 +271,22 @@ def inputs_of(data, keys: Sequence[str], digests: Mapping[str, str] | None = Non
 
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
-  """The package version plus the git commit of its checkout, when there is one."""
-  try:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=pathlib.Path(simclr_distill.__file__).parent,
-        capture_output=True, text=True, timeout=5).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    commit = ""
+  """The package version plus the git commit of its checkout, when it runs from one."""
+  commit = checkout_commit(pathlib.Path(simclr_distill.__file__).parent)
   return f"{simclr_distill.__version__}+{commit}" if commit else simclr_distill.__version__
+
+
+def checkout_commit(package_dir: str | os.PathLike) -> str:
+  """The short commit of the git checkout `package_dir` is tracked in, or "". A package
+  installed into a virtualenv that sits inside some other repository is not tracked there:
+  that repository's commit says nothing about this code, so none is recorded."""
+  def git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=package_dir, capture_output=True, text=True,
+                          timeout=5)
+
+  try:
+    if git("ls-files", "--error-unmatch", "__init__.py").returncode != 0:
+      return ""
+    return git("rev-parse", "--short", "HEAD").stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return ""
