@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import os
 import pathlib
@@ -54,8 +53,6 @@ AFTER = {"prepare": (), "pretrain": ("prepare",), "finetune": ("pretrain",),
          "report": ("distill", "baseline")}
 # Jobs whose tasks are work-queue workers (the others take a static shard, or are one task).
 QUEUE = ("finetune", "label", "distill", "baseline")
-# Every job name a per-job setting may name (the study's, and the single stages').
-JOB_NAMES = STUDY_JOBS
 SLURM_DIR = "slurm"
 
 
@@ -104,7 +101,7 @@ class Resources:
 
 # Defaults by kind of run. A CPU study (the digits demo, smoke): small tasks. The paper's:
 # one GPU per task for every training job, stage 1 long, the report on CPU.
-CPU_RESOURCES = {name: Resources(tasks=2, cpus=1, mem="4G", time="1:00:00") for name in JOB_NAMES}
+CPU_RESOURCES = {name: Resources(tasks=2, cpus=1, mem="4G", time="1:00:00") for name in STUDY_JOBS}
 GPU_RESOURCES = {
     "prepare": Resources(tasks=1, cpus=16, mem="64G", time="12:00:00"),
     "pretrain": Resources(tasks=3, cpus=8, mem="64G", time="48:00:00", gpus=1),
@@ -126,7 +123,7 @@ class SlurmConfig:
   """How a chain is submitted.
 
   Attributes:
-    resources: per job name (see `JOB_NAMES`).
+    resources: per job name (see `STUDY_JOBS`).
     max_requeues: a task requeues itself after a warning signal or a kill at most this many
       times (SLURM_RESTART_COUNT), then fails (an OOM-killed task does not loop forever).
     signal_seconds: SLURM warns each task this many seconds before its time limit
@@ -143,10 +140,10 @@ class SlurmConfig:
   setup: tuple[str, ...] = ()
 
   def __post_init__(self):
-    unknown = set(self.resources) - set(JOB_NAMES)
+    unknown = set(self.resources) - set(STUDY_JOBS)
     if unknown:
       raise ValueError(f"unknown SLURM job(s) {', '.join(sorted(unknown))}; known: "
-                       f"{', '.join(JOB_NAMES)}")
+                       f"{', '.join(STUDY_JOBS)}")
     if self.max_requeues < 0 or self.signal_seconds < 0:
       raise ValueError("--slurm_max_requeues and --slurm_signal_seconds must be >= 0")
 
@@ -165,7 +162,7 @@ def per_job(text: str | Sequence[str] | None, convert: Callable[[str], object] =
   for group in items:
     for item in ([group] if group.startswith("-") else group.split(",")):
       job, sep, value = item.partition("=")
-      target, raw = (job, value) if sep and job in JOB_NAMES else ("*", item)
+      target, raw = (job, value) if sep and job in STUDY_JOBS else ("*", item)
       try:
         out[target] = convert(raw)
       except ValueError:
@@ -181,13 +178,10 @@ def apply(resources: Mapping[str, Resources], field: str, values: Mapping[str, o
     if target not in values:
       continue
     value = values[target]
-    for name in (JOB_NAMES if target == "*" else (target,)):
+    for name in (STUDY_JOBS if target == "*" else (target,)):
       current = out.get(name, Resources())
-      if field == "extra":
-        value_ = current.extra + (value,)
-      else:
-        value_ = value
-      out[name] = dataclasses.replace(current, **{field: value_})
+      new = current.extra + (value,) if field == "extra" else value
+      out[name] = dataclasses.replace(current, **{field: new})
   return out
 
 
@@ -302,8 +296,9 @@ if [ "$status" -eq {preemption.EXIT_CODE} ] || [ "$status" -gt 128 ]; then
     echo "[$(date -Is)] exit status $status after {config.max_requeues} requeue(s): giving up"
   fi
 fi
-mkdir -p {shlex.quote(str(status))}
-echo "$status" > {shlex.quote(str(status))}/{job.name}-$shard.tmp && mv {shlex.quote(str(status))}/{job.name}-$shard.tmp {shlex.quote(str(status))}/{job.name}-$shard
+status_file={shlex.quote(str(status))}/{job.name}-$shard
+mkdir -p "$(dirname "$status_file")"
+echo "$status" > "$status_file.tmp" && mv "$status_file.tmp" "$status_file"
 echo "[$(date -Is)] {job.name} task $task ended with exit status $status"
 exit "$status"
 """
@@ -502,12 +497,3 @@ def describe(submission: Submission, workdir: str | os.PathLike) -> str:
             "resume:  after a failure, fix its cause and run the same command again: finished "
             "runs, teachers and encoders are skipped"]
   return "\n".join(lines)
-
-
-def read_submission(directory: str | os.PathLike) -> Submission:
-  """A chain written by `write_scripts` and submitted (its `submitted.json`)."""
-  directory = pathlib.Path(directory)
-  data = json.loads((directory / "submitted.json").read_text())
-  jobs = tuple(Job(name, (), v["tasks"], Resources(), tuple(v["after"]))
-               for name, v in data["jobs"].items())
-  return Submission(directory, jobs, {name: v["id"] for name, v in data["jobs"].items()})

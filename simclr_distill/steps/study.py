@@ -131,14 +131,8 @@ def _encoder_problems(cfg: StudyConfig, data: records.PreparedData | None) -> li
 def _only_problems(cfg: StudyConfig) -> list[str]:
   """Whether `--only` selects something among the students and baselines the study will
   train (their matrices built from the teachers stage 2 will publish)."""
-  distill_cfg = cfg.distill
-  if cfg.distill_encoders:
-    distill_cfg = dataclasses.replace(distill_cfg, teacher=dataclasses.replace(
-        distill_cfg.teacher, encoders=cfg.distill_encoders))
-  runs = matrix.build_matrix(dataclasses.replace(distill_cfg, baseline=False),
-                             predicted_teachers(cfg), "")
-  if cfg.baseline:
-    runs += matrix.build_matrix(dataclasses.replace(cfg.baseline_config(), baseline=True), [], "")
+  students, baselines = _matrices(cfg, predicted_teachers(cfg))
+  runs = students + baselines
   try:
     matrix.check_only(cfg.distill.only, runs)
   except ValueError as e:
@@ -238,19 +232,22 @@ def run(cfg: StudyConfig, *, safe_mode: bool = True, steps=STEPS) -> pd.DataFram
   return table
 
 
+def _matrices(cfg: StudyConfig, teachers) -> tuple[list, list]:
+  """The student runs over `teachers` and the baseline runs the study trains, before --only."""
+  students = matrix.build_matrix(distill_config(cfg), teachers, "")
+  baselines = (matrix.build_matrix(dataclasses.replace(cfg.baseline_config(), baseline=True), [], "")
+               if cfg.baseline else [])
+  return students, baselines
+
+
 def work_counts(cfg: StudyConfig) -> dict[str, int]:
   """How much work each of the study's jobs has, before anything ran (the SLURM launcher sizes
   its arrays by it): encoders, teacher runs, teachers to label, student and baseline runs."""
   external = cfg.distill.teacher.zoo_dir is not None
   teachers = (teachers_lib.read_zoo(cfg.distill.teacher.zoo_dir) if external
               else predicted_teachers(cfg))
-  students = matrix.build_matrix(distill_config(cfg), teachers, "")
-  if cfg.distill.only:
-    students = matrix.select(students, only=cfg.distill.only, require_match=False)
-  baselines = (matrix.build_matrix(dataclasses.replace(cfg.baseline_config(), baseline=True), [], "")
-               if cfg.baseline else [])
-  if cfg.distill.only and baselines:
-    baselines = matrix.select(baselines, only=cfg.distill.only, require_match=False)
+  students, baselines = (matrix.select(runs, only=cfg.distill.only, require_match=False)
+                         for runs in _matrices(cfg, teachers))
   return {"pretrain": 0 if external else len(cfg.selected_encoders()),
           "finetune": 0 if external else len(teachers),
           "label": len({r.teacher.teacher_id for r in students if r.teacher is not None}),
