@@ -515,7 +515,18 @@ def _refuse(message: str) -> None:
 
 
 def run_app(main: Callable[[list[str]], None]) -> None:
-  """`absl.app.run(main)` with `parse_flags`: what every stage's `run()` calls."""
+  """`absl.app.run(main)` with `parse_flags`: what every stage's `run()` calls. `--help`
+  prints `stages.usage`'s text (the stage's flags, grouped, with the preset's values)."""
   from absl import app
 
-  app.run(main, flags_parser=parse_flags)
+  from stages import usage
+
+  doc = sys.modules[main.__module__].__doc__
+
+  def parser(argv: list[str]) -> list[str]:
+    if usage.wants_help(argv):  # Before parsing: `--help` works beside a flag that would not.
+      usage.print_help(FLAGS, doc, _root, argv)
+      sys.exit(0)
+    return parse_flags(argv)
+
+  app.run(main, flags_parser=parser)

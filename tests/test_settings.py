@@ -446,6 +446,6 @@ def test_help_lists_each_commands_flags(stage, present, absent):
                         env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
                         capture_output=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
-  listed = {line.split(":")[0].strip().lstrip("-").replace("[no]", "")
+  listed = {line.split()[0].lstrip("-").replace("[no]", "")
             for line in proc.stdout.splitlines() if line.startswith("  --")}
   assert set(present) <= listed and not set(absent) & listed

@@ -2,6 +2,8 @@
 
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -121,11 +123,51 @@ def test_bad_flags_stop_with_a_message_and_nonzero_status(smoke, args, message):
   assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["distill", "label", "results"])
-def test_help_documents_the_stage(name):
-  proc = stage(f"stages.{name}", "--help", check=False)  # absl's --help exits with status 1
-  assert "python -m stages." in proc.stdout
-  assert ("--workdirs" if name == "results" else "--preset: <demo|paper|patient|smoke>") in proc.stdout
+STAGES = ("prepare", "pretrain", "finetune", "label", "distill", "baseline", "study", "results",
+          "dashboard")
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_the_installed_command_lists_the_stages_flags_grouped_with_the_presets_values(name):
+  """`simclr-distill-<stage> --help` (the console script, whose main module defines no flag:
+  absl's own help printed only "USAGE ... [flags]") shows the stage's docstring and every flag
+  `--helpfull` lists for the stage's modules, under the README's group headings."""
+  script = pathlib.Path(sys.executable).parent / f"simclr-distill-{name}"
+  assert script.exists(), f"{script} is not installed: pip install -e ."
+  proc = subprocess.run([str(script), "--help"], cwd=REPO, env=ENV, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert f"python -m stages.{name}" in proc.stdout and "USAGE" not in proc.stdout
+  full = stage(f"stages.{name}", "--helpfull", check=False).stdout
+  sections = re.split(r"^(\S+):$", full, flags=re.M)  # absl groups flags by defining module.
+  own = {flag for module, text in zip(sections[1::2], sections[2::2])
+         if module.startswith("stages.") or "/stages/" in module
+         for flag in re.findall(r"^  --(?:\[no\])?(\w+):", text, re.M)}
+  listed = set(re.findall(r"^  --(?:\[no\])?(\w+)", proc.stdout, re.M))
+  assert own and own <= listed, own - listed
+  headings = re.findall(r"^([a-z][^\n]*):$", proc.stdout, re.M)
+  expected = {"distill": ["configuration", "data", "teachers", "encoders", "students", "loss",
+                          "schedule",
+                          "protocol", "baselines", "scale: devices, shards, checkpoints",
+                          "cluster (--launcher=slurm)", "general"],
+              "results": ["flags", "general"]}
+  if name in expected:
+    assert headings == expected[name]
+
+
+def test_help_shows_the_value_each_preset_gives_a_setting():
+  def shown(*args):
+    out = stage("stages.study", *args, "--help").stdout
+    return dict(re.findall(r"^  --(?:\[no\])?(\w+) \[([^\]]*)\]", out, re.M))
+
+  demo, paper = shown(), shown("--preset=paper")
+  assert (demo["epochs"], paper["epochs"]) == ("20", "50")
+  assert demo["archs"] == "mlp,cnn" and paper["archs"].startswith("Xception,InceptionV3")
+  assert paper["encoder"] == "BEN,CA_adam,CA_sgd" and paper["pretrain_epochs"] == "50"
+  assert demo["launcher"] == "local"  # A plain flag shows its own default.
+  head = subprocess.run(f"{sys.executable} -m stages.study --help | head -1", shell=True, cwd=REPO,
+                        env=ENV, capture_output=True, text=True, timeout=120)
+  assert head.stdout.startswith("The whole study") and "Traceback" not in head.stderr
 
 
 def test_multiclass_digits_through_the_stage(tmp_path):
