@@ -8,11 +8,16 @@ WORKDIR ?= results/study_demo
 .PHONY: install browser slurm demo smoke compare results dashboard test clean
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e ".[dev]"
-	touch $@
+# The tested set of every dependency is pinned in constraints.txt (Python 3.11, Linux x86_64).
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt
+	@echo "install: creating the virtualenv $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "install: upgrading pip"
+	@$(VENV)/bin/python -m pip install -q --upgrade pip
+	@echo "install: simclr_distill[dev] with the tested versions (constraints.txt): TensorFlow and the rest, ~1.5 GB on a first install, a few minutes"
+	@PYTHONWARNINGS=ignore $(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+	@echo "install: done ($$($(VENV)/bin/python -c 'import simclr_distill; print("simclr_distill", simclr_distill.__version__)'))"
+	@touch $@
 
 demo: install
 	$(VENV)/bin/python -m stages.study --workdir=$(WORKDIR)

@@ -1,3 +1,6 @@
 """simclr_distill: SimCLR-S2 stage 3 (knowledge distillation) and the stages around it."""
 
-__version__ = "0.1.0"
+try:  # Written at build time from git (setuptools-scm, see pyproject.toml).
+  from simclr_distill._version import __version__
+except ImportError:  # A source tree that was never installed: nothing names its code.
+  __version__ = "0+unknown"

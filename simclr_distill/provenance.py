@@ -271,9 +271,32 @@ def inputs_of(data, keys: Sequence[str], digests: Mapping[str, str] | None = Non
 
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
-  """The package version plus the git commit of its checkout, when it runs from one."""
-  commit = checkout_commit(pathlib.Path(simclr_distill.__file__).parent)
-  return f"{simclr_distill.__version__}+{commit}" if commit else simclr_distill.__version__
+  """The code that runs, as results rows record it.
+
+  An installed package (a wheel, a non-editable install) names itself by its version metadata,
+  written at build time from git (setuptools-scm, pyproject.toml), e.g. `0.1.dev240+g43d4fcd`:
+  the commit it was built from, whatever directory or repository it runs in. A package that
+  runs from its own git checkout (an editable install, `make install`) would carry the
+  version of its install, stale after the next commit; there the checkout's current commit
+  replaces the build's, with `.dirty` when the package's tracked files have uncommitted
+  changes. Only a checkout that tracks the package's own files counts (`checkout_commit`).
+  """
+  version = simclr_distill.__version__
+  package_dir = pathlib.Path(simclr_distill.__file__).parent
+  commit = checkout_commit(package_dir)
+  if not commit:
+    return version
+  dirty = _uncommitted_changes(package_dir.parent)
+  return f"{version.split('+')[0]}+g{commit}{'.dirty' if dirty else ''}"
+
+
+def _uncommitted_changes(checkout: pathlib.Path) -> bool:
+  """Whether the package's or the stages' tracked files differ from the checkout's commit."""
+  try:
+    return subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "simclr_distill", "stages"],
+                          cwd=checkout, capture_output=True, timeout=10).returncode == 1
+  except (OSError, subprocess.SubprocessError):
+    return False
 
 
 def checkout_commit(package_dir: str | os.PathLike) -> str:

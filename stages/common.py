@@ -412,6 +412,21 @@ def run_or_explain(main: Callable[[], None], *, resumable: bool = True) -> None:
       raise
     print(f"error: {explain(e)}", file=sys.stderr)
     sys.exit(2)
+  except ModuleNotFoundError as e:
+    extra = _EXTRAS.get(e.name or "")  # The package itself is missing, not a part of it.
+    if extra is None:
+      raise
+    print(f"error: this command needs {e.name}, which is not installed; install the "
+          f"'{extra}' extra: pip install 'simclr_distill[{extra}]' (a browsing install, "
+          "simclr_distill[dashboard], runs stages.results and stages.dashboard only)",
+          file=sys.stderr)
+    sys.exit(2)
+
+
+# The install extra (pyproject.toml) that provides each optional top-level module.
+_EXTRAS = {"tensorflow": "train", "keras": "train", "tensorboard": "train", "tifffile": "train",
+           "threadpoolctl": "train", "tensorflow_datasets": "tfds", "dash": "dashboard",
+           "dash_ag_grid": "dashboard", "plotly": "dashboard"}
 
 
 # errno values that mean "this path cannot be used as given" (a user's input, not a fault).

@@ -1,4 +1,7 @@
-"""The notebooks run headlessly, top to bottom, on the smoke study's outputs."""
+"""The notebooks run headlessly, top to bottom, on the smoke study's outputs, from notebooks/
+(where Jupyter runs them)."""
+
+import os
 
 import nbformat
 import pytest
@@ -13,7 +16,9 @@ def test_notebook_executes(path, smoke_study, monkeypatch):
   from nbclient import NotebookClient
 
   workdir, _ = smoke_study
-  monkeypatch.setenv("SIMCLR_DISTILL_WORKDIR", str(workdir))
+  # Jupyter runs a notebook in its own directory: the workdir is given relative to notebooks/,
+  # as the notebooks' default (../results/study_demo) is, so every path must resolve from there.
+  monkeypatch.setenv("SIMCLR_DISTILL_WORKDIR", os.path.relpath(workdir, path.parent))
   monkeypatch.setenv("PYTHONPATH", str(REPO))
   book = nbformat.read(path, as_version=4)
   NotebookClient(book, timeout=300, kernel_name="python3",
