@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 WORKDIR ?= results/study_demo
 
-.PHONY: install browser slurm demo smoke compare results dashboard test clean
+.PHONY: install browser slurm demo smoke compare results dashboard report tensorboard test clean
 install: $(VENV)/.installed
 
 # The tested set of every dependency is pinned in constraints.txt (Python 3.11, Linux x86_64).
@@ -34,6 +34,13 @@ results: install
 
 dashboard: install
 	$(VENV)/bin/python -m stages.dashboard --workdirs=$(WORKDIR)
+
+report: install
+	$(VENV)/bin/python -m stages.dashboard --workdirs=$(WORKDIR) --export=$(WORKDIR)/report.html
+
+# Every training run's curves (train and validation scalars, learning rate) at http://127.0.0.1:6006.
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir $(WORKDIR)/runs --host 127.0.0.1
 
 # The dashboard tests drive Debian's headless Chromium; install it where it is missing (as root,
 # or through sudo). Without it those tests skip and say why.
