@@ -5,11 +5,14 @@
   python -m stages.dashboard --workdirs=results/study_demo --export=report.html
 
 Sources are workdirs or results tables (.parquet/.csv) and, with --published, the study's own
-CSVs (distill_results.csv, finetune_results.csv, supervised_results.csv), shown beside the
-reproduction. Filters cover every categorical column and the metrics' ranges; the figures, the
-table and the CSV download follow them. Each workdir's paired comparisons (its comparisons.csv,
-or computed from its runs' saved predictions) are drawn with their intervals. --export writes one self-contained HTML file (filters
-work without a server) and exits.
+CSVs (distill_results.csv, finetune_results.csv, supervised_results.csv): on the reproduction's
+axes where their (stage, encoder, labelling, split, arch) keys match, in figures of their own
+otherwise. Filters cover every categorical column and the metrics' ranges; the figures, the
+tables and the CSV download follow them. Each workdir's paired comparisons (its comparisons.csv,
+or computed from its runs' saved predictions) are drawn with their intervals, and the saved
+predictions of the selected (else the best, median and worst) runs as PR, ROC, calibration and
+confusion views. --export writes one self-contained HTML file (filters work without a server)
+and exits.
 """
 
 from absl import flags

@@ -1,6 +1,7 @@
 """The results dashboard: sources, filters, figures, the live app in headless Chromium, the
 static report, and the published study beside a reproduction."""
 
+import itertools
 import json
 
 import numpy as np
@@ -259,6 +260,248 @@ def test_exported_report_has_the_new_filters_the_methods_figure_and_the_summary(
     assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
 
 
+# ---- The published study: overlaid only where its keys match -----------------------------------
+
+
+def test_the_published_study_shares_the_axes_only_where_its_keys_match(reference_dir):
+  pub = published.load_published([reference_dir / "results"])
+  digits = synthetic(40).assign(encoder="digits_adam", model="digits_adam")
+  frame = dashboard.normalise(pd.concat([digits, pub], ignore_index=True))
+  shared, own, note = published.overlay(frame)
+  # A digits reproduction shares no key with the study: not overlaid, drawn on its own, and why.
+  assert (shared["source"] != "published").all() and len(own) == 336
+  assert "is not drawn on these axes" in note and "BEN, CA_adam, CA_sgd" in note and "digits_adam" in note
+  figs, shown_note, table = dashboard.page_figures(frame, "f1")
+  assert shown_note == note and table.empty
+  assert not [t.name for t in figs["by_arch"].data if "published" in t.name]
+  assert sorted(t.name for t in figs["pub-by_arch"].data) == sorted(pub[pub["stage"] != "finetune"]["arch"].unique())
+  assert "no (stage, encoder" in figs["published"].layout.annotations[0].text
+  # The study's teachers carry their students' teacher id, so its own teacher figure is drawn.
+  teacher = figs["pub-teacher"]
+  assert sum(len(t.x) for t in teacher.data if t.mode == "markers") == 180
+
+  # A reproduction of one published group (BEN teachers' students, basic, 10%, ResNet50).
+  key = (pub["stage"] == "distill") & (pub["model"] == "BEN") & (pub["labeling"] == "basic") & (
+      pub["split_percent"] == 10) & (pub["arch"] == "ResNet50")
+  mine = pub[key].assign(source="mine", f1=pub[key]["f1"] + 0.05, run_id="mine-0")
+  both = dashboard.normalise(pd.concat([digits, mine, pub], ignore_index=True))
+  shared, own, note = published.overlay(both)
+  assert list(shared[shared["source"] == "published"].index) == list(both.index[-336:][key.to_numpy()])
+  assert note.startswith("1 of the published study's 276") and "their 1 rows are drawn dashed" in note
+  figs, _, table = dashboard.page_figures(both, "f1")
+  assert len(table) == 1 and table["difference"].iloc[0] == pytest.approx(0.05)
+  overlaid = {t.name: t for t in figs["by_arch"].data}
+  assert set(overlaid) == {"cnn [here]", "mlp [here]", "ResNet50 [mine]", "ResNet50 [published]"}
+  assert list(overlaid["ResNet50 [published]"].x) == ["10%"] and overlaid["ResNet50 [published]"].line.dash == "dash"
+  assert overlaid["ResNet50 [published]"].y[0] == pytest.approx(float(pub[key]["f1"].iloc[0]))
+  assert list(figs["published"].data[0].x) == pytest.approx(list(table["published_mean"]))
+
+
+def test_the_app_shows_the_published_study_in_its_own_view_with_the_reason():
+  pub = synthetic(20).assign(source="published", encoder="BEN")
+  frame = dashboard.normalise(pd.concat([synthetic(20), pub], ignore_index=True))
+  ids = _ids(dashboard.make_app(frame).layout)
+  assert {"published-note", "published-view", "fig-pub-by_arch", "fig-pub-teacher", "fig-published",
+          "published-table"} <= set(ids)
+  alone = _ids(dashboard.make_app(synthetic(20)).layout)  # No published rows: no such view.
+  assert "fig-pub-by_arch" not in alone and "published-table" not in alone
+
+
+# ---- Adam vs SGD --------------------------------------------------------------------------------
+
+
+def optimizer_frame(student=("adam",), encoder=("adam", "sgd")):
+  rows = []
+  for i, (enc, opt, split) in enumerate(itertools.product(encoder, student, (3, 10))):
+    for seed in range(2):
+      rows.append({"run_id": f"{enc}-{opt}-{split}-{seed}", "stage": "finetune", "arch": "cnn",
+                   "encoder_optimizer": enc, "student_optimizer": opt, "split_percent": split,
+                   "seed": seed, "f1": 0.5 + 0.1 * i + 0.01 * seed, "status": "ok", "source": "here"})
+  rows.append({"run_id": "base", "stage": "baseline", "arch": "mlp", "encoder_optimizer": "",
+               "student_optimizer": student[0], "split_percent": 3, "seed": 0, "f1": 0.3, "status": "ok",
+               "source": "here"})
+  return dashboard.normalise(pd.DataFrame(rows))
+
+
+def test_adam_vs_sgd_draws_every_optimizer_and_says_when_there_is_one():
+  frame = optimizer_frame()  # the encoders' optimizers differ, the students' do not
+  fig = figures.optimizer_by_split(frame, "f1")
+  lines = {t.name: (list(t.x), list(t.y)) for t in fig.data}
+  assert set(lines) == {"encoder adam", "encoder sgd"}  # the baseline has no encoder
+  expected = frame[frame["stage"] == "finetune"].assign(split=lambda f: f["split_percent"] + "%").groupby(
+      ["encoder_optimizer", "split"])["f1"].mean()
+  for optimizer in ("adam", "sgd"):
+    assert lines[f"encoder {optimizer}"][1] == pytest.approx(
+        [expected[(optimizer, "3%")], expected[(optimizer, "10%")]])
+  assert fig.layout.title.text == "f1: Adam vs SGD (encoder optimizer)" and not fig.layout.annotations
+
+  both = optimizer_frame(student=("adam", "sgd"))  # both differ: four lines, and the baseline's
+  names = sorted(t.name for t in figures.optimizer_by_split(both, "f1").data)
+  assert names == ["encoder (none) / student adam", "encoder adam / student adam",
+                   "encoder adam / student sgd", "encoder sgd / student adam",
+                   "encoder sgd / student sgd"]
+  students = optimizer_frame(student=("adam", "sgd"), encoder=("adam",))
+  assert {t.name for t in figures.optimizer_by_split(students, "f1").data} == {"student adam", "student sgd"}
+
+  one = optimizer_frame(encoder=("adam",))  # only Adam anywhere: drawn, and said in the figure
+  fig = figures.optimizer_by_split(one, "f1")
+  assert fig.data and "one optimizer only" in fig.layout.title.text
+  assert fig.layout.annotations[0].text.startswith("only adam in these rows")
+  # The note sits above the plotting area (paper y 1, anchored at its bottom), not over the lines.
+  assert fig.layout.annotations[0].y == 1 and fig.layout.annotations[0].yanchor == "bottom"
+  none = figures.optimizer_by_split(one.assign(encoder_optimizer="", student_optimizer=""), "f1")
+  assert not none.data and "no row names its optimizer" in none.layout.annotations[0].text
+
+
+# ---- Saved predictions: PR, ROC, calibration, confusion ------------------------------------------
+
+
+def test_prediction_summary_matches_scikit_learn():
+  from sklearn.calibration import calibration_curve
+  from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
+
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 2, 500)
+  probs = np.clip(labels * 0.3 + rng.uniform(size=500) * 0.7, 0, 1)
+  summary = figures.prediction_summary(pd.DataFrame({"label": labels, "student_prob": probs}))
+  fpr, tpr, _ = roc_curve(labels, probs)
+  np.testing.assert_allclose(summary["roc"][0], figures._thin(fpr)[0])
+  np.testing.assert_allclose(summary["roc"][1], figures._thin(tpr)[0])
+  assert summary["auc"] == pytest.approx(roc_auc_score(labels, probs))
+  assert summary["ap"] == pytest.approx(average_precision_score(labels, probs))
+  observed, predicted = calibration_curve(labels, probs, n_bins=10)
+  np.testing.assert_allclose(summary["calibration"][0], predicted)
+  np.testing.assert_allclose(summary["calibration"][1], observed)
+  assert sum(summary["calibration"][2]) == 500
+  weights = np.asarray(summary["calibration"][2]) / 500
+  assert summary["ece"] == pytest.approx(np.sum(weights * np.abs(observed - predicted)))
+  assert summary["confusion"] == confusion_matrix(labels, probs > 0.5).tolist()
+  assert len(summary["pr"][0]) <= figures.CURVE_POINTS and summary["pr"][0][0] == 0.0
+  json.dumps(summary)  # the report carries it as is
+
+  # Multiclass: confusion of the argmax, micro-averaged ROC, top-class calibration.
+  logits = rng.normal(size=(300, 3)) + np.eye(3)[rng.integers(0, 3, 300)] * 2
+  probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  labels = rng.integers(0, 3, 300)
+  frame = pd.DataFrame({"label": labels, "student_pred": probs.argmax(1),
+                        **{f"student_prob_{k}": probs[:, k] for k in range(3)}})
+  summary = figures.prediction_summary(frame)
+  assert summary["task"] == "multiclass" and summary["classes"] == ["0", "1", "2"]
+  assert summary["confusion"] == confusion_matrix(labels, probs.argmax(1)).tolist()
+  onehot = np.eye(3)[labels]
+  assert summary["auc"] == pytest.approx(roc_auc_score(onehot.ravel(), probs.ravel()))
+  observed, predicted = calibration_curve(probs.argmax(1) == labels, probs.max(1), n_bins=10)
+  np.testing.assert_allclose(summary["calibration"][1], observed)
+
+
+def write_run(root, run_id, labels, probs, history=True):
+  """A run directory with saved predictions (and a training log); returns its checkpoint path."""
+  directory = root / "runs" / run_id
+  directory.mkdir(parents=True)
+  pd.DataFrame({"id": [f"x{i}" for i in range(len(labels))], "label": labels,
+                "student_prob": probs, "teacher_prob": np.nan}).to_parquet(directory / "predictions.parquet")
+  if history:
+    epochs = np.arange(4)
+    pd.DataFrame({"epoch": epochs, "label_loss": 1 / (epochs + 1.0 + len(run_id) % 3),
+                  "val_label_loss": 1.2 / (epochs + 1.0)}).to_csv(directory / "history.csv", index=False)
+  return str(directory / "student.keras")
+
+
+def test_run_figures_show_the_best_median_and_worst_when_the_best_are_perfect(tmp_path):
+  rng = np.random.default_rng(2)
+  labels = np.r_[np.zeros(20, int), np.ones(20, int)]
+  rows = []
+  for i in range(6):  # three perfect runs, then worse and worse ones
+    noise = 0.0 if i < 3 else 0.25 * (i - 2)
+    probs = np.clip(labels * 0.8 + 0.1 + rng.normal(0, noise, 40), 0, 1)
+    f1 = 1.0 if i < 3 else 0.9 - 0.1 * i
+    rows.append({"run_id": f"run-{i}", "stage": "distill", "arch": "mlp", "split_percent": 10,
+                 "seed": i, "f1": f1, "status": "ok", "source": "here",
+                 "checkpoint": write_run(tmp_path, f"run-{i}", labels, probs)})
+  rows.append({**rows[0], "run_id": "no-files", "checkpoint": "", "f1": 1.0})
+  frame = dashboard.normalise(pd.DataFrame(rows))
+  figs = dashboard.run_figures(frame, "f1")
+  names = [t.name for t in figs["pr"].data]
+  assert [n.split(" (")[0] for n in names] == ["best", "median", "worst"]
+  assert names[0].startswith("best (f1 1.000): distill mlp 10% s0")  # ties: in run id order
+  assert names[1].startswith("median (f1 1.000): distill mlp 10% s2")  # 6 runs: the third
+  assert names[2].startswith("worst (f1 0.400): distill mlp 10% s5")
+  assert "2 of 3 runs perfect" in figs["pr"].layout.annotations[0].text
+  assert "the best, median and worst of 6 finished runs" in figs["note"]
+  auc = [t.name for t in figs["roc"].data]
+  assert auc[0].endswith("(AUC 1.000)") and auc[-1] == "chance"
+  assert [t.name for t in figs["calibration"].data][-1] == "calibrated"
+  heat = figs["confusion"].data
+  assert len(heat) == 3 and [list(r) for r in heat[0].text] == [[20, 0], [0, 20]]
+  assert [list(r) for r in heat[0].z] == [[1.0, 0.0], [0.0, 1.0]] and list(heat[0].x) == ["0", "1"]
+  worst = pd.read_parquet(tmp_path / "runs" / "run-5" / "predictions.parquet")
+  from sklearn.metrics import confusion_matrix
+  assert [list(r) for r in heat[2].text] == confusion_matrix(worst["label"], worst["student_prob"] > 0.5).tolist()
+  curves = figs["curves"].data
+  assert len(curves) == 6 and sum(t.showlegend for t in curves) == 3  # train + validation per run
+  assert curves[0].line.color == curves[1].line.color != curves[2].line.color
+  # Runs selected in the table are drawn instead, in their order.
+  chosen = dashboard.run_figures(frame, "f1", ["run-4", "no-files", "run-1"])
+  assert [t.name.split(": ")[1].split(" (")[0] for t in chosen["pr"].data] == [
+      "distill mlp 10% s4", "distill mlp 10% s1"]
+  assert chosen["note"] == "2 of the 3 runs selected in the table have saved predictions"
+  nothing = dashboard.run_figures(frame[frame["run_id"] == "no-files"], "f1")
+  assert not nothing["pr"].data and "no run among the filtered rows" in nothing["note"]
+
+
+# ---- Layout: titles clear of the modebar, legends clear of the axes --------------------------------
+
+
+def test_titles_start_below_the_modebar_and_legends_below_the_axes(tmp_path):
+  long_names = [f"best (f1 0.9{i}): distill ResNet152 digits_adam expanded 100% s{i} teacher" for i in range(5)]
+  assert figures.legend_rows(long_names) == 5 and figures.legend_rows(["a", "b", "c"]) == 1
+  assert figures.wrap("a b c", 3) == ["a b", "c"] and figures.wrap("", 5) == [""]
+  frame = optimizer_frame(encoder=("adam",))
+  all_figures = list(dashboard.comparison_figures(frame, "f1").values())
+  all_figures.append(figures.metric_by_split(frame, "f1", "stage", title="x " * 60))
+  for fig in all_figures:
+    title = fig.layout.title
+    lines = title.text.count("<br>") + 1
+    assert title.yref == "container" and title.yanchor == "top" and title.pad.t >= figures.MODEBAR_HEIGHT
+    assert fig.layout.margin.t >= figures.MODEBAR_HEIGHT + 20 * lines
+    assert all(len(line) <= figures.TITLE_CHARS for line in title.text.split("<br>"))
+    names = [t.name for t in fig.data if t.showlegend is not False]
+    assert fig.layout.legend.yref == "container" and fig.layout.legend.y == 0
+    assert fig.layout.margin.b >= 50 + 20 * (figures.legend_rows(names) if names else 0)
+    assert fig.layout.height >= fig.layout.margin.t + fig.layout.margin.b + 240
+
+
+def test_the_dashboard_imports_and_draws_without_tensorflow(tmp_path):
+  """The dashboard path (package, figures, the stage's step) runs where TensorFlow and Keras
+  cannot be imported."""
+  import subprocess
+  import sys
+
+  script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+import numpy as np, pandas as pd
+from simclr_distill import dashboard
+from simclr_distill.dashboard import figures
+from simclr_distill.steps import dashboard as step
+import stages.dashboard
+summary = figures.prediction_summary(pd.DataFrame({{"label": [0, 1, 1], "student_prob": [0.2, 0.7, 0.4]}}))
+frame = dashboard.normalise(pd.DataFrame({{"run_id": ["a"], "stage": ["distill"], "f1": [0.5],
+                                           "split_percent": [3], "source": ["x"]}}))
+dashboard.make_app(frame)
+dashboard.export_report(frame, {str(tmp_path / "r.html")!r})
+print("ok", summary["confusion"], "tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+  proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split() == ["ok", "[[1,", "0],", "[1,", "1]]", "False", "False"]
+
+
 # ---- Sources ------------------------------------------------------------------------------------
 
 
@@ -312,6 +555,16 @@ def _trace_names(driver, figure):
       f"document.getElementById('fig-{figure}'); return g && g.data ? g.data.map(t => t.name) : null;")
 
 
+def _grid_cells(driver, grid, column):
+  """The texts of a dash-ag-grid column's cells on the grid's current page."""
+  return driver.execute_script(
+      f"return [...document.querySelectorAll('#{grid} .ag-row .ag-cell[col-id=\"{column}\"]')]"
+      ".map(c => c.innerText.trim())")
+
+
+SECTIONS = {"comparisons": "figures", "published": "published-section", "predictions": "runs-section"}
+
+
 def test_dashboard_filters_change_the_table_and_figures_in_chromium(smoke_study, tmp_path):
   from selenium.webdriver.common.by import By
   from selenium.webdriver.common.keys import Keys
@@ -323,16 +576,29 @@ def test_dashboard_filters_change_the_table_and_figures_in_chromium(smoke_study,
   with browser.serving(args, ENV, REPO) as url, browser.chromium(download_dir=tmp_path) as driver:
     driver.get(url)
     browser.wait_for(lambda: _count(driver) == f"{total} of {total} runs", 60, "the first render")
-    before = _trace_names(driver, "by_stage")
-    source = workdir.name
+    before = browser.wait_for(lambda: _trace_names(driver, "by_stage"), 30, "the stage figure")
     # The paired comparisons, drawn with their intervals.
     intervals = browser.wait_for(lambda: _trace_names(driver, "intervals"), 30, "the intervals")
     assert set(intervals) <= {"interval excludes 0", "interval includes 0 (not resolved)"}
-    # Traces name their source when there are several (without ../shared, only this one).
-    named = (lambda stage: f"{stage} [{source}]") if pub else (lambda stage: stage)
-    assert named("finetune") in before and named("baseline") in before
-    if pub:  # The published study beside the smoke reproduction.
-      assert "distill [published]" in before and f"distill [{source}]" in before
+    # The digits reproduction shares no (stage, encoder, labelling, split, arch) with the
+    # published study: the study is not on its axes but in a view of its own, and the page says why.
+    assert "finetune" in before and "baseline" in before and not [n for n in before if "published" in n]
+    if pub:
+      note = driver.find_element(By.ID, "published-note").text
+      assert "is not drawn on these axes" in note and "BEN, CA_adam, CA_sgd" in note
+      own = browser.wait_for(lambda: _trace_names(driver, "pub-by_stage"), 30, "the study's own figures")
+      assert sorted(own) == ["baseline", "distill", "finetune"]
+    # Adam vs SGD: the smoke study pretrains with Adam only, and the figure says so.
+    optimizer = browser.plotted(driver)["fig-by_optimizer"]
+    assert "one optimizer only" in optimizer["title"] and optimizer["annotations"][0].startswith("only adam")
+    # The predictions of the best, median and worst runs (the best are near perfect on 52 examples).
+    runs = browser.wait_for(lambda: [n for n in _trace_names(driver, "roc") or [] if n != "chance"], 30, "ROC")
+    assert [n.split(" ")[0] for n in runs] == ["best", "median", "worst"]
+    for figure in ("pr", "calibration", "confusion"):
+      assert len(_trace_names(driver, figure)) >= 3, figure
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_elements(driver, {f"dashboard-{name}.png": element for name, element in SECTIONS.items()
+                                   if driver.find_elements(By.ID, element)}, ARTIFACTS)
     # Waited for, not found at once: on a loaded machine the dropdowns can still be rendering.
     browser.wait_for(lambda: driver.find_elements(By.ID, "filter-stage"), 30,
                      "the stage filter")[0].click()
@@ -344,24 +610,41 @@ def test_dashboard_filters_change_the_table_and_figures_in_chromium(smoke_study,
     browser.wait_for(lambda: _count(driver) == f"{distilled} of {total} runs", 30, "the filtered count")
     browser.wait_for(lambda: all(n.startswith("distill") for n in _trace_names(driver, "by_stage")),
                      30, "the figure to follow the filter")
-    stage_cells = driver.execute_script(
-        "return [...document.querySelectorAll('#table td[data-dash-column=stage]')].map(td => td.innerText.trim())")
-    assert stage_cells and set(stage_cells) == {"distill"}
+    # The runs table is a dash-ag-grid: its cells follow the filter, paged 20 at a time.
+    stage_cells = browser.wait_for(lambda: _grid_cells(driver, "table", "stage"), 30, "the grid")
+    assert set(stage_cells) == {"distill"} and len(stage_cells) == min(distilled, 20)
     # The summary follows the filter: its groups are distilled ones and hold every finished run.
     frame, _ = dashboard.load_sources([workdir], [pub] if pub else [])
     finished = figures.finished(frame[frame["stage"] == "distill"])
-    summary = lambda column: driver.execute_script(  # noqa: E731
-        f"return [...document.querySelectorAll('#summary-table td[data-dash-column={column}]')]"
-        ".map(td => td.innerText.trim())")
-    browser.wait_for(lambda: set(summary("stage")) == {"distill"}, 30, "the summary to follow the filter")
-    assert sum(int(c) for c in summary("f1_count")) == finished["f1"].notna().sum()
-    ARTIFACTS.mkdir(exist_ok=True)
+    browser.wait_for(lambda: set(_grid_cells(driver, "summary-table", "stage")) == {"distill"}, 30,
+                     "the summary to follow the filter")
+    counts = _grid_cells(driver, "summary-table", "f1_count")
+    assert len(counts) < 20 and sum(int(c) for c in counts) == finished["f1"].notna().sum()
+    # Sorting by a header click: f1 descending after two clicks (ascending first).
+    header = driver.find_element(By.CSS_SELECTOR, '#table .ag-header-cell[col-id="f1"] .ag-header-cell-label')
+    header.click()
+    browser.wait_for(lambda: _grid_cells(driver, "table", "f1")[:2] == sorted(
+        _grid_cells(driver, "table", "f1")[:2], key=float), 10, "ascending f1")
+    header.click()
+    top = finished.sort_values("f1", ascending=False)["f1"].iloc[0]
+    browser.wait_for(lambda: float(_grid_cells(driver, "table", "f1")[0]) == pytest.approx(top, abs=1e-4),
+                     10, "descending f1")
+    # Rows ticked in the grid are the runs drawn below (the best smoke run is on the first page).
+    mine = finished[finished["source"] == workdir.name].sort_values("f1", ascending=False)
+    row_id = f"{workdir.name}/{mine['run_id'].iloc[0]}"
+    box = driver.find_element(By.CSS_SELECTOR, f'#table .ag-row[row-id="{row_id}"] input[type=checkbox]')
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.click()
+    browser.wait_for(lambda: (_trace_names(driver, "pr") or [""])[0].startswith("selected"), 30, "the selection")
+    assert len(_trace_names(driver, "pr")) == 1
+    assert driver.find_element(By.ID, "runs-note").text.startswith("1 of the 1 runs selected")
     driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     driver.find_element(By.ID, "download-button").click()
     csv = browser.wait_for(lambda: list(tmp_path.glob("results_filtered*.csv")), 30, "the download")[0]
     browser.wait_for(lambda: len(pd.read_csv(csv)) == distilled, 10, "the whole CSV")
     assert set(pd.read_csv(csv)["stage"]) == {"distill"}
   assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+  assert (ARTIFACTS / "dashboard-predictions.png").stat().st_size > 10_000
 
 
 def test_exported_report_works_from_disk_without_console_errors(smoke_study, tmp_path):
@@ -385,7 +668,8 @@ def test_exported_report_works_from_disk_without_console_errors(smoke_study, tmp
     baselines = 2 + (120 if pub else 0)
     browser.wait_for(lambda: _count(driver) == f"{baselines} of {total} runs", 10, "the filter")
     assert all(n.startswith("baseline") for n in _trace_names(driver, "by_stage"))
-    cells = driver.execute_script("return [...document.querySelectorAll('#runs tbody tr')].map(tr => tr.cells[1].innerText)")
+    cells = driver.execute_script(
+        "return [...document.querySelectorAll('#runs td[data-column=stage]')].map(td => td.innerText)")
     assert set(cells) == {"baseline"}
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []
@@ -395,6 +679,158 @@ def test_exported_report_works_from_disk_without_console_errors(smoke_study, tmp
         "return document.querySelectorAll('table.intervals tbody tr').length")
     assert shown == len(comparisons) > 0
     driver.save_screenshot(str(ARTIFACTS / "report.png"))
+    Select(driver.find_element(By.ID, "filter-stage")).deselect_all()
+    browser.wait_for(lambda: _count(driver) == f"{total} of {total} runs", 10, "no filter")
+    if pub:
+      assert "is not drawn on these axes" in driver.find_element(By.ID, "published-note").text
+      assert sorted(_trace_names(driver, "pub-by_stage")) == ["baseline", "distill", "finetune"]
+    assert [n.split(" ")[0] for n in _trace_names(driver, "roc")] == ["best", "median", "worst", "chance"]
+    browser.save_elements(driver, {f"report-{name}.png": element for name, element in SECTIONS.items()
+                                   if driver.find_elements(By.ID, element)}, ARTIFACTS)
+
+
+# ---- The app and the static report draw the same numbers ---------------------------------------------
+
+
+def comparison_study(root):
+  """A small study with everything the figures draw: teachers with two seeds per teacher id
+  (the students' teacher value is their mean), two encoder optimizers, students of two
+  architectures, baselines, a failed run, perfect and imperfect saved predictions, training
+  logs, and published rows of which one group matches a reproduced key."""
+  rng = np.random.default_rng(11)
+  labels = np.r_[np.zeros(30, int), np.ones(30, int)]
+  rows = []
+
+  def add(row, noise):
+    run_id = f"{row['stage']}-{row['arch']}-{row.get('encoder', '')}-{row['split_percent']}-s{row['seed']}"
+    probs = np.clip(labels * 0.8 + 0.1 + rng.normal(0, noise, len(labels)), 0, 1)
+    rows.append({"run_id": run_id, "labeling": "basic", "status": "ok", "source": "study",
+                 "student_optimizer": "adam", **row,
+                 "checkpoint": write_run(root, run_id, labels, probs, history=noise != 0.3)})
+
+  for enc, opt in (("enc_adam", "adam"), ("enc_sgd", "sgd")):
+    for split in (3, 10):
+      teacher = f"{enc}-basic-{split}"
+      for seed in (0, 1):
+        add({"stage": "finetune", "arch": "cnn", "model": enc, "encoder": enc, "encoder_optimizer": opt,
+             "split_percent": split, "seed": seed, "teacher_id": teacher, "method": "finetune",
+             "f1": rng.uniform(0.7, 0.95), "auc": rng.uniform(0.8, 0.99)}, 0.1 + 0.1 * seed)
+        for arch in ("mlp", "cnn"):
+          add({"stage": "distill", "arch": arch, "model": enc, "encoder": enc, "encoder_optimizer": opt,
+               "split_percent": split, "seed": seed, "teacher_id": teacher, "method": "hard / offline",
+               "f1": 1.0 if arch == "cnn" and split == 10 else rng.uniform(0.6, 0.9),
+               "auc": rng.uniform(0.8, 0.99), "agreement": rng.uniform(0.8, 1.0),
+               "teacher_f1": rng.uniform(0.7, 0.9)}, 0.0 if arch == "cnn" and split == 10 else 0.3)
+  for split, seed in itertools.product((3, 10), (0, 1)):
+    add({"stage": "baseline", "arch": "mlp", "split_percent": split, "seed": seed, "method": "supervised",
+         "f1": rng.uniform(0.5, 0.8), "auc": rng.uniform(0.6, 0.9)}, 0.4)
+  rows.append({**rows[1], "run_id": "failed", "status": "error", "f1": 0.0, "checkpoint": ""})
+  for enc, f1 in (("enc_adam", 0.8), ("enc_adam", 0.84), ("BEN", 0.9), ("BEN", 0.7)):
+    for split in (3, 10):
+      rows.append({"run_id": f"published-{enc}-{split}-{f1}", "stage": "distill", "arch": "mlp",
+                   "model": enc, "encoder": enc, "encoder_optimizer": "adam", "student_optimizer": "adam",
+                   "labeling": "basic" if enc == "enc_adam" and split == 10 else "expanded",
+                   "split_percent": split, "seed": 0, "f1": f1 + split / 100, "auc": 0.9,
+                   "teacher_id": f"{enc}-basic-{split}", "status": "ok", "source": "published"})
+  return dashboard.normalise(pd.DataFrame(rows))
+
+
+def _same(a, b, where):
+  """Two plotted values alike: numbers to 1e-9 (relative), text exactly, lists item by item."""
+  if isinstance(a, list) and isinstance(b, list):
+    assert len(a) == len(b), f"{where}: {len(a)} vs {len(b)} values"
+    for i, (x, y) in enumerate(zip(a, b)):
+      _same(x, y, f"{where}[{i}]")
+  elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+    assert b == pytest.approx(a, rel=1e-9, abs=1e-12), f"{where}: {a} vs {b}"
+  else:
+    assert a == b, f"{where}: {a!r} vs {b!r}"
+
+
+def assert_same_figures(app, report):
+  """Every figure of the app is in the report with the same title, notes and traces (matched
+  by name, in order within a name), and the same numbers in each."""
+  assert sorted(app) == sorted(report)
+  for figure, drawn in app.items():
+    theirs = report[figure]
+    assert drawn["title"] == theirs["title"], figure
+    assert drawn["annotations"] == theirs["annotations"], figure
+    assert sorted(t["name"] for t in drawn["traces"]) == sorted(t["name"] for t in theirs["traces"]), figure
+    for i, trace in enumerate(drawn["traces"]):
+      twin = [t for t in theirs["traces"] if t["name"] == trace["name"]][
+          [t["name"] for t in drawn["traces"]][:i].count(trace["name"])]
+      assert trace["type"] == twin["type"]
+      for key in ("x", "y", "z", "text", "customdata", "error_y", "error_x"):
+        _same(trace[key], twin[key], f"{figure} / {trace['name']} / {key}")
+
+
+def _drawn(driver, ids, what):
+  """The page's figures once every one of `ids` has a title and two reads a second apart agree
+  (the app's callbacks answer one after another)."""
+  import time
+
+  def settled():
+    first = browser.plotted(driver)
+    if not all(first.get(i, {}).get("title") for i in ids):
+      return None
+    time.sleep(1.0)
+    second = browser.plotted(driver)
+    return second if second == first else None
+
+  return browser.wait_for(settled, 60, what)
+
+
+def _no_covered_titles_or_axes(driver, page):
+  """No figure's title under its modebar, no legend over its plotting area or axis titles."""
+  for figure, box in driver.execute_script(browser.BOXES_JS).items():
+    assert box["title"] and box["modebar"], (page, figure, box)
+    assert not browser.overlaps(box["title"], box["modebar"]), (page, figure, box)
+    for part in ("plot", "xtitle", "xticks"):
+      assert not browser.overlaps(box["legend"], box[part]), (page, figure, part, box)
+
+
+def test_the_app_and_the_report_draw_the_same_numbers_in_every_figure(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.common.keys import Keys
+  from selenium.webdriver.support.ui import Select
+
+  frame = comparison_study(tmp_path)
+  main, own = dashboard.figure_ids(frame)
+  ids = [f"fig-{k}" for k in (*main, *own, "published", *dashboard.RUN_FIGURES)]
+  report = dashboard.export_report(frame, tmp_path / "report.html")
+  # The teacher of a student is the MEAN of its teacher id's finetune rows (two seeds).
+  figs, note, _ = dashboard.page_figures(frame, "f1")
+  finetune = frame[frame["stage"] == "finetune"]
+  for trace in figs["teacher"].data[:-1]:
+    for x, teacher in zip(trace.x, trace.text):
+      assert x == pytest.approx(finetune[finetune["teacher_id"] == teacher]["f1"].mean())
+  assert note.startswith("1 of the published study's 4")
+  with browser.serving_app(dashboard.make_app(frame)) as url, browser.chromium() as driver:
+    driver.get(url)
+    app = _drawn(driver, ids, "the app's figures")
+    assert {t["name"] for t in app["fig-by_optimizer"]["traces"]} == {
+        "encoder adam [study]", "encoder sgd [study]", "encoder adam [published]"}  # the one matched group
+    assert [t["name"].split(" ")[0] for t in app["fig-pr"]["traces"]] == ["best", "median", "worst"]
+    app_notes = [driver.find_element(By.ID, i).text for i in ("published-note", "runs-note")]
+    _no_covered_titles_or_axes(driver, "app")
+    # The second metric: chosen in the app's dropdown.
+    driver.find_element(By.ID, "metric").click()
+    browser.wait_for(lambda: [o for o in driver.find_elements(By.CSS_SELECTOR, "[role=option]")
+                              if o.text.strip() == "auc"], 10, "the metric options")[0].click()
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    browser.wait_for(lambda: browser.plotted(driver)["fig-teacher"]["title"].endswith("(auc)"), 30, "auc")
+    app_auc = _drawn(driver, ids, "the app's auc figures")
+    driver.get(report.as_uri())
+    mine = _drawn(driver, ids, "the report's figures")
+    assert [driver.find_element(By.ID, i).text for i in ("published-note", "runs-note")] == app_notes
+    _no_covered_titles_or_axes(driver, "report")
+    assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+    Select(driver.find_element(By.ID, "metric")).select_by_value("auc")
+    mine_auc = _drawn(driver, ids, "the report's auc figures")
+  assert_same_figures(app, mine)
+  assert_same_figures(app_auc, mine_auc)
+  # The figures differ between metrics (the comparison is not of two empty pages).
+  assert app["fig-by_arch"]["traces"][0]["y"] != app_auc["fig-by_arch"]["traces"][0]["y"]
 
 
 def test_dashboard_stage_refuses_a_bad_port():

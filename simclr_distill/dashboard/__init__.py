@@ -4,13 +4,23 @@ Sources are workdirs (their row files), table files (.parquet/.csv) and the stud
 CSVs (`published.py`); each row keeps its `source`. Every categorical column with a value
 (experiment axes such as the teaching method, generation or temperature included) gets a
 multi-select filter and every metric a range; the figures, the seed summary (mean, std, count
-and standard error per group of runs), the table and the CSV download all follow the filters.
-`export_report` writes the same figures and tables as one self-contained HTML file whose
-filters run in the browser (plotly.js and the rows are inlined).
+and standard error per group of runs), the tables (dash-ag-grid: sorted, filtered, paged) and
+the CSV download all follow the filters.
+
+The published study shares a reproduction's axes only where their (stage, encoder, labelling,
+split, arch) keys match (`published.overlay`); otherwise it is drawn in figures of its own and
+the page says why. From the saved predictions of the runs selected in the runs table (else the
+best, median and worst by the chosen metric) come PR and ROC curves, reliability diagrams and
+confusion matrices (`figures.prediction_summary`).
+
+`export_report` writes the same page as one self-contained HTML file whose filters run in the
+browser (plotly.js, the rows and the runs' prediction summaries are inlined); `report.js`
+computes each figure as the app does, and the tests hold their numbers equal.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pathlib
@@ -40,12 +50,14 @@ TABLE_COLUMNS = ("source", "stage", "method", "teacher_mode", "generation", "tem
                  "protocol", "loss_kind", "f1", "f0.5", "auc", "accuracy", "precision", "recall",
                  "agreement", "teacher_kl", "teacher_f1", "epochs_run", "run_id")
 SUMMARY_METRICS = ("agreement",)  # summarised beside the chosen metric
-COMPARISONS = (  # (figure id, title, colour column, stages kept)
+COMPARISONS = (  # (figure id, title, colour column, stages kept); "optimizer": see figures
     ("by_arch", "by architecture", "arch", None),
-    ("by_optimizer", "Adam vs SGD", "student_optimizer", None),
+    ("by_optimizer", "Adam vs SGD", "optimizer", None),
     ("by_scheme", "basic vs expanded labels", "labeling", None),
     ("by_stage", "distilled vs supervised baseline (and teachers)", "stage", None),
 )
+RUN_FIGURES = ("pr", "roc", "calibration", "confusion", "curves")  # of the runs drawn
+EXPORTED_RUNS = 1000  # runs whose saved predictions a report carries (about 10 kB each)
 
 
 # ---- Loading ----------------------------------------------------------------------------------
@@ -252,21 +264,154 @@ def value_order(values) -> list[str]:
 
 
 def comparison_figures(frame: pd.DataFrame, metric: str) -> dict:
-  out = {key: figures.metric_by_split(frame, metric, color, title=f"{metric}: {title}")
+  """The figures comparing groups of runs (`COMPARISONS`, by method, students vs teachers),
+  by figure id, over the rows given."""
+  out = {key: figures.optimizer_by_split(frame, metric, title=f"{metric}: {title}")
+         if color == "optimizer" else
+         figures.metric_by_split(frame, metric, color, title=f"{metric}: {title}")
          for key, title, color, _ in COMPARISONS}
   out["by_method"] = figures.metric_by_method(frame, metric)
   out["teacher"] = figures.teacher_vs_students(frame, metric)
   return out
 
 
-def run_figures(frame: pd.DataFrame, metric: str, selected: Sequence[str] = ()) -> dict:
-  """PR curves and training curves of the selected runs (default: the best five by metric)."""
-  rows = frame[frame["run_id"].isin(selected)] if selected else frame.sort_values(
-      metric, ascending=metric in figures.LOWER_IS_BETTER, na_position="last")
-  rows = rows[rows["checkpoint"].fillna("") != ""]
-  return {"pr": figures.precision_recall(figures.load_run_files(rows, "predictions.parquet", 5)),
-          "curves": figures.training_curves(figures.load_run_files(rows, "history.csv", 5),
-                                            "label_loss")}
+def page_figures(frame: pd.DataFrame, metric: str) -> tuple[dict, str, pd.DataFrame]:
+  """Every figure of the rows' comparisons, as the dashboard and the report show them.
+
+  The published study shares the axes of a reproduction only where their (stage, encoder,
+  labelling, split, arch) keys match (`published.overlay`); it is also drawn in figures of
+  its own (ids `pub-<key>`) and, where keys match, published against reproduced (`published`).
+
+  Returns:
+    (figures by id, the note on why the study is or is not overlaid, the published vs
+    reproduced table of the groups in both).
+  """
+  shared, own, note = published.overlay(frame)
+  out = comparison_figures(shared, metric)
+  table = pd.DataFrame()
+  if len(own):
+    out.update({f"pub-{key}": fig for key, fig in comparison_figures(own, metric).items()})
+    table = published.compare(own, shared[shared["source"] != published.SOURCE], metric)
+    table = table.dropna(subset=["published_mean", "reproduced_mean"]).reset_index(drop=True)
+    out["published"] = figures.published_vs_reproduced(table, metric)
+  return out, note, table
+
+
+def figure_ids(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+  """The comparison figures a page of these rows shows: on the shared axes (the methods figure
+  once some row names its method), and the published study's own (`pub-<key>`, when both the
+  study and a reproduction are loaded)."""
+  main = [c[0] for c in COMPARISONS] + (["by_method"] if "method" in present_categorical(frame)
+                                        else []) + ["teacher"]
+  sources = frame["source"] if "source" in frame else pd.Series(dtype=str)
+  own = [f"pub-{c[0]}" for c in COMPARISONS] + ["pub-teacher"] if (
+      (sources == published.SOURCE).any() and (sources != published.SOURCE).any()) else []
+  return main, own
+
+
+def describe_run(row: dict) -> str:
+  """A short name of a run for legends: its stage, architecture, encoder, labelling, split and
+  seed (the run id, in full, is in the hover text)."""
+  parts = [row.get("stage"), row.get("arch"),
+           row.get("model") if row.get("model") != row.get("arch") else None, row.get("labeling"),
+           f"{row['split_percent']}%" if row.get("split_percent") not in (None, "") else None,
+           f"s{row['seed']}" if row.get("seed") not in (None, "") else None]
+  return " ".join(str(p) for p in parts if p not in (None, "") and not
+                  (isinstance(p, float) and np.isnan(p)))
+
+
+def rank_runs(frame: pd.DataFrame, metric: str, available) -> pd.DataFrame:
+  """The finished rows with a `metric` among the runs `available` (those with saved
+  predictions), best first; ties in run id order."""
+  rows = figures.finished(frame)
+  rows = rows[rows["run_id"].isin(set(available))]
+  rows = rows.assign(_value=pd.to_numeric(rows[metric], errors="coerce") if metric in rows else np.nan)
+  rows = rows.dropna(subset=["_value"])
+  rows = rows.sort_values(["_value", "run_id"], ascending=[metric in figures.LOWER_IS_BETTER, True],
+                          kind="stable")
+  return rows.drop(columns="_value")
+
+
+def choose_runs(frame: pd.DataFrame, metric: str, available, selected: Sequence[str] = (),
+                limit: int = 5) -> list[tuple[str, dict]]:
+  """The runs whose saved predictions are drawn, with their legend names: the runs selected
+  in the table (up to `limit`, in table order), else the best, the median and the worst by
+  `metric` among the finished runs with saved predictions, so a view is informative when the
+  best runs are all perfect."""
+  available = set(available)
+  if selected:
+    order = {run_id: i for i, run_id in enumerate(selected)}
+    rows = frame[frame["run_id"].isin(order) & frame["run_id"].isin(available)]
+    rows = rows.assign(_order=rows["run_id"].map(order)).sort_values("_order").drop(columns="_order")
+    chosen = [("selected", row) for row in rows.head(limit).to_dict("records")]
+  else:
+    ranked = rank_runs(frame, metric, available).to_dict("records")
+    n = len(ranked)
+    picks = {0: "best", (n - 1) // 2: "median", n - 1: "worst"} if n > 2 else \
+        ({0: "best", 1: "worst"} if n == 2 else {0: "only"} if n else {})
+    chosen = [(role, ranked[i]) for i, role in sorted(picks.items())]
+  out, seen = [], set()
+  for role, row in chosen:
+    value = pd.to_numeric(pd.Series([row.get(metric)]), errors="coerce").iloc[0]
+    name = f"{role} ({metric} {figures.fixed(value)}): {describe_run(row)}" if np.isfinite(value) else \
+        f"{role}: {describe_run(row)}"
+    while name in seen:  # Two runs described alike (e.g. differing teachers) stay two entries.
+      name += " ′"
+    seen.add(name)
+    out.append((name, row))
+  return out
+
+
+@functools.lru_cache(maxsize=256)
+def _run_summary(path: str, modified: float) -> dict:
+  return figures.prediction_summary(pd.read_parquet(path))
+
+
+def run_summary(row: dict) -> dict | None:
+  """The `figures.prediction_summary` of a run's saved predictions (cached while the file is
+  unchanged), with its run id; None without them."""
+  directory = figures.run_dir(row)
+  path = directory / "predictions.parquet" if directory else None
+  if path is None or not path.is_file():
+    return None
+  return {**_run_summary(str(path), path.stat().st_mtime), "run_id": row["run_id"]}
+
+
+def run_history(row: dict, columns=("label_loss", "val_label_loss")) -> pd.DataFrame | None:
+  """The per-epoch `columns` of a run's history.csv (None without it)."""
+  directory = figures.run_dir(row)
+  if directory is None or not (directory / "history.csv").is_file():
+    return None
+  history = pd.read_csv(directory / "history.csv")
+  return history[["epoch", *[c for c in columns if c in history]]]
+
+
+def run_figures(frame: pd.DataFrame, metric: str, selected: Sequence[str] = (),
+                available=None) -> dict:
+  """PR curves, ROC curves, reliability diagrams, confusion matrices and training curves of
+  the runs `choose_runs` picks (the selected ones, else the best, median and worst), by id in
+  `RUN_FIGURES`; with `note`, what was drawn. `available`: the run ids with saved predictions
+  (`figures.runs_with_file`, computed once by the app), else found now."""
+  if available is None:
+    available = figures.runs_with_file(frame, "predictions.parquet")
+  chosen = choose_runs(frame, metric, available, selected)
+  summaries = {name: s for name, row in chosen if (s := run_summary(row)) is not None}
+  histories = {name: h for name, row in chosen if (h := run_history(row)) is not None}
+  if selected:
+    saved = int((frame["run_id"].isin(set(selected)) & frame["run_id"].isin(set(available))).sum())
+    note = (f"{saved} of the {len(selected)} runs selected in the table have saved predictions"
+            + (f"; the first {len(chosen)} are drawn" if saved > len(chosen) else ""))
+  elif chosen:
+    roles = [name.split(" ")[0] for name, _ in chosen]
+    roles = " and ".join([", ".join(roles[:-1]), roles[-1]] if len(roles) > 1 else roles)
+    note = (f"the {roles} of {len(rank_runs(frame, metric, available))} finished runs "
+            f"with saved predictions by {metric} (select rows in the runs table to draw those)")
+  else:
+    note = "no run among the filtered rows has saved predictions (predictions.parquet)"
+  return {"pr": figures.precision_recall(summaries), "roc": figures.roc_curves(summaries),
+          "calibration": figures.calibration(summaries),
+          "confusion": figures.confusion_matrices(summaries),
+          "curves": figures.training_curves(histories, "label_loss"), "note": note}
 
 
 # ---- The Dash app -----------------------------------------------------------------------------
@@ -302,19 +447,57 @@ def check_address(host: str, port: int) -> None:
       raise ValueError(f"cannot listen on {host}:{port}: {e.strerror}; {remedy}") from None
 
 
+def _grid(grid_id: str, columns: Sequence[str] = (), page_size: int = 20, selectable: bool = False,
+          rows: Sequence[dict] = ()):
+  """A dash-ag-grid table: sortable, filterable, resizable columns, paged, every row of a page
+  in the page (autoHeight; the browser tests read its cells); multi-row selection by source
+  and run id."""
+  import dash_ag_grid as dag
+
+  options = {"pagination": True, "paginationPageSize": page_size,
+             "paginationPageSizeSelector": False, "domLayout": "autoHeight",
+             "suppressFieldDotNotation": True,  # "f0.5" is a column, not a path
+             "suppressColumnVirtualisation": True, "animateRows": False,
+             "enableCellTextSelection": True}
+  if selectable:
+    options["rowSelection"] = {"mode": "multiRow", "selectAll": "filtered"}
+  # The first rows are given (not left to the first callback), so the columns are sized to them.
+  return dag.AgGrid(id=grid_id, columnDefs=column_defs(columns), rowData=list(rows),
+                    defaultColDef={"sortable": True, "filter": True, "resizable": True,
+                                   "minWidth": 70},
+                    dashGridOptions=options, columnSize="autoSize",
+                    # Two workdirs can hold one run id (a copied workdir): with its source.
+                    getRowId="params.data.source + '/' + params.data.run_id" if selectable else None,
+                    style={"height": None, "width": "100%"}, className="ag-theme-alpine")
+
+
+def column_defs(columns: Sequence[str]) -> list[dict]:
+  """AG Grid column definitions: numbers right-aligned with a number filter."""
+  numbers = set(NUMERIC) | {"teacher_f1", "difference", "mean_a", "mean_b", "examples"} | {
+      c for c in columns if c.rsplit("_", 1)[-1] in ("mean", "std", "count", "se")}
+  return [{"field": c, "headerName": c, **({"type": "numericColumn", "filter": "agNumberColumnFilter"}
+                                          if c in numbers else {"filter": "agTextColumnFilter"})}
+          for c in columns]
+
+
+def records(table: pd.DataFrame, digits: int = 4) -> list[dict]:
+  """A table's rows as JSON-ready dicts, numbers rounded to `digits`."""
+  return json.loads(table.to_json(orient="records", double_precision=digits))
+
+
 def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "simclr_distill results",
              comparisons: pd.DataFrame | None = None):
   """The dashboard as a `dash.Dash` app (call `.run(host=..., port=...)`); `comparisons`
   (`load_comparisons`) adds the paired differences with their intervals, following the
   source, labelling and split filters."""
   import dash
-  from dash import Input, Output, State, dash_table, dcc, html
+  from dash import Input, Output, State, dcc, html
 
   app = dash.Dash(__name__, title=title)
   bounds = numeric_bounds(frame)
   metrics = present_metrics(frame)
-  published_rows = frame[frame["source"] == published.SOURCE]
-  reproduced_rows = frame[frame["source"] != published.SOURCE]
+  own_view = bool(figure_ids(frame)[1])
+  available = figures.runs_with_file(frame, "predictions.parquet") if len(frame) else set()
 
   def dropdown(column):
     values = value_order(frame[column].unique()) if column in NUMBER_AXES else sorted(frame[column].unique())
@@ -331,16 +514,28 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
         marks=None, tooltip={"placement": "bottom", "always_visible": False})],
         style={"marginBottom": "6px"})
 
+  def graph(key):
+    return dcc.Graph(id=f"fig-{key}", style={"minWidth": 0}, config={"displaylogo": False})
+
+  def grid(*children):
+    return html.Div(list(children), style={"display": "grid",
+                                          "gridTemplateColumns": "repeat(auto-fit, minmax(460px, 1fr))"})
+
+  note_style = {"background": "#fff3cd", "border": "1px solid #e0c36c", "padding": "6px 10px",
+                "margin": "6px 0", "maxWidth": "1100px"}
   categorical = present_categorical(frame)
   numeric = [c for c in NUMERIC if c in bounds]
-  # The methods figure only once some row names its teaching method.
-  figure_keys = [c[0] for c in COMPARISONS] + (["by_method"] if "method" in categorical else []) + ["teacher"]
-  graphs = [dcc.Graph(id=f"fig-{key}", style={"minWidth": 0}) for key in (*figure_keys, "pr", "curves")]
-  comparison_block = []
-  if len(published_rows) and len(reproduced_rows):
-    comparison_block = [html.H3("Published vs reproduced"), dcc.Graph(id="fig-published"),
-                        dash_table.DataTable(id="published-table", page_size=10, sort_action="native",
-                                             style_table={"overflowX": "auto"})]
+  figure_keys, own_keys = figure_ids(frame)
+  first_summary = summary_table(frame, default_group_by(frame), metrics[0]) if len(frame) else pd.DataFrame()
+  published_block = []
+  if own_view:
+    published_block = [html.Div([
+        html.H3("Published study: its own figures", id="published-view"),
+        html.Div("The study's published tables (BigEarthNet-S2), on axes of their own.",
+                 style={"marginBottom": "4px"}),
+        grid(*[graph(key) for key in own_keys]),
+        html.H3("Published vs reproduced (groups in both)"),
+        graph("published"), _grid("published-table", page_size=10)], id="published-section")]
   comparisons = comparisons if comparisons is not None else pd.DataFrame()
   intervals_block = []
   if len(comparisons):
@@ -349,10 +544,7 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
         html.Div("Each row compares two groups of runs on the same test examples; the interval "
                  "resamples the examples and the runs (seeds). Grey: the interval includes 0, "
                  "so the data cannot tell the two apart."),
-        dcc.Graph(id="fig-intervals"),
-        dash_table.DataTable(id="intervals-table", page_size=15, sort_action="native",
-                             filter_action="native", style_table={"overflowX": "auto"},
-                             style_cell={"fontSize": 12})]
+        graph("intervals"), _grid("intervals-table", page_size=15)]
   app.layout = html.Div([
       html.H2(title),
       html.Div([html.Div(m, className="message", style={"color": "#a15c00"}) for m in messages],
@@ -368,24 +560,23 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
               html.Div(id="row-count", style={"fontWeight": "bold"}),
               html.Button("Download filtered rows (CSV)", id="download-button"),
               dcc.Download(id="download"),
-              html.Div(graphs, style={"display": "grid",
-                                     "gridTemplateColumns": "repeat(auto-fit, minmax(460px, 1fr))"}),
+              html.Div(id="published-note", style=note_style if own_view else {"display": "none"}),
+              html.Div(grid(*[graph(key) for key in figure_keys]), id="figures"),
               *intervals_block,
-              *comparison_block,
+              *published_block,
               html.H3("Summary"),
               html.Div([html.Label("group by", htmlFor="group-by"),
                         dcc.Dropdown(id="group-by", options=categorical, value=default_group_by(frame),
                                      multi=True, placeholder="all runs in one group")],
                        style={"maxWidth": "600px", "marginBottom": "6px"}),
-              dash_table.DataTable(id="summary-table", page_size=20, sort_action="native",
-                                   style_table={"overflowX": "auto"}, style_cell={"fontSize": 12}),
+              _grid("summary-table", first_summary.columns, rows=records(first_summary)),
               html.H3("Runs"),
-              dash_table.DataTable(
-                  id="table", columns=[{"name": c, "id": c} for c in TABLE_COLUMNS],
-                  page_size=20, sort_action="native", filter_action="native",
-                  row_selectable="multi", style_table={"overflowX": "auto"},
-                  style_cell={"fontSize": 12, "maxWidth": 220, "overflow": "hidden",
-                              "textOverflow": "ellipsis"}),
+              html.Div("Select rows (the boxes) to draw their predictions below."),
+              _grid("table", TABLE_COLUMNS, selectable=True,
+                    rows=records(frame.reindex(columns=list(TABLE_COLUMNS)))),
+              html.Div([html.H3("Predictions of the drawn runs", id="runs-view"),
+                        html.Div(id="runs-note", style={"marginBottom": "4px"}),
+                        grid(*[graph(key) for key in RUN_FIGURES])], id="runs-section"),
           ], style={"flex": 1, "padding": "8px", "minWidth": 0}),
       ], style={"display": "flex"}),
   ], style={"fontFamily": "sans-serif"})
@@ -400,51 +591,45 @@ def make_app(frame: pd.DataFrame, messages: Sequence[str] = (), title: str = "si
     ranges = {c: r for c, r in ranges.items() if r and tuple(r) != bounds[c]}
     return filter_frame(frame, selections, ranges)
 
-  outputs = [Output("table", "data"), Output("row-count", "children")] + [
-      Output(f"fig-{key}", "figure") for key in figure_keys]
+  outputs = [Output("table", "rowData"), Output("row-count", "children"),
+             Output("published-note", "children")] + [
+      Output(f"fig-{key}", "figure") for key in figure_keys + own_keys]
+  if own_view:
+    outputs += [Output("fig-published", "figure"), Output("published-table", "rowData"),
+                Output("published-table", "columnDefs")]
 
   @app.callback(*outputs, Input("metric", "value"), *filter_inputs, *range_inputs)
   def update(metric, *args):
     rows = filtered(args)
-    figs = comparison_figures(rows, metric)
-    table = rows[list(TABLE_COLUMNS)].copy()
-    table["id"] = table["run_id"]
-    data = json.loads(table.to_json(orient="records", double_precision=4))
-    return (data, f"{len(rows)} of {len(frame)} runs", *[figs[key] for key in figure_keys])
+    figs, note, table = page_figures(rows, metric)
+    out = [records(rows[list(TABLE_COLUMNS)]), f"{len(rows)} of {len(frame)} runs", note,
+           *[figs[key] for key in figure_keys + own_keys]]
+    if own_view:
+      shown = table.round(4)
+      out += [figs["published"], records(shown), column_defs(shown.columns)]
+    return tuple(out)
 
-  @app.callback(Output("summary-table", "data"), Output("summary-table", "columns"),
+  @app.callback(Output("summary-table", "rowData"), Output("summary-table", "columnDefs"),
                 Input("metric", "value"), Input("group-by", "value"), *filter_inputs, *range_inputs)
   def update_summary(metric, group_by, *args):
     table = summary_table(filtered(args), group_by or [], metric)
-    data = json.loads(table.to_json(orient="records", double_precision=4))
-    return data, [{"name": c, "id": c} for c in table.columns]
+    return records(table), column_defs(table.columns)
 
-  @app.callback(Output("fig-pr", "figure"), Output("fig-curves", "figure"), Input("metric", "value"),
-                Input("table", "selected_row_ids"), *filter_inputs, *range_inputs)
+  @app.callback(*[Output(f"fig-{key}", "figure") for key in RUN_FIGURES],
+                Output("runs-note", "children"), Input("metric", "value"),
+                Input("table", "selectedRows"), *filter_inputs, *range_inputs)
   def update_runs(metric, selected, *args):
-    figs = run_figures(filtered(args), metric, selected or ())
-    return figs["pr"], figs["curves"]
+    chosen = [row["run_id"] for row in selected or ()]
+    figs = run_figures(filtered(args), metric, chosen, available)
+    return (*[figs[key] for key in RUN_FIGURES], figs["note"])
 
   if intervals_block:
-    @app.callback(Output("fig-intervals", "figure"), Output("intervals-table", "data"),
-                  Output("intervals-table", "columns"), *filter_inputs)
+    @app.callback(Output("fig-intervals", "figure"), Output("intervals-table", "rowData"),
+                  Output("intervals-table", "columnDefs"), *filter_inputs)
     def update_intervals(*selected):
       rows = filter_comparisons(comparisons, dict(zip(categorical, selected)))
       table = comparisons_table(rows)
-      return (figures.comparison_intervals(rows), table.to_dict("records"),
-              [{"name": c, "id": c} for c in table.columns])
-
-  if comparison_block:
-    @app.callback(Output("fig-published", "figure"), Output("published-table", "data"),
-                  Output("published-table", "columns"), Input("metric", "value"), *filter_inputs,
-                  *range_inputs)
-    def update_published(metric, *args):
-      rows = filtered(args)
-      table = published.compare(rows[rows["source"] == published.SOURCE],
-                                rows[rows["source"] != published.SOURCE], metric)
-      shown = table.round(4)
-      return (figures.published_vs_reproduced(table, metric), shown.to_dict("records"),
-              [{"name": c, "id": c} for c in shown.columns])
+      return figures.comparison_intervals(rows), records(table), column_defs(table.columns)
 
   @app.callback(Output("download", "data"), Input("download-button", "n_clicks"), *[
       State(component_id("filter", c), "value") for c in categorical], *[State(component_id("range", c), "value") for c in numeric],
@@ -471,30 +656,55 @@ def export_report(frame: pd.DataFrame, path: str | pathlib.Path, messages: Seque
   The rows (filter and table columns only) and plotly.js are inlined, so the file opens from
   disk with no server or network.
   """
+  from html import escape
+
   import plotly.io
   import plotly.offline
 
   from simclr_distill import fileio
 
-  columns = list(dict.fromkeys([*CATEGORICAL, *TABLE_COLUMNS, *NUMERIC, "status"]))
-  rows = json.loads(frame[columns].to_json(orient="records", double_precision=4))
-  runs = {}  # PR curves and training curves of the runs with files (bounded, for size).
-  ranked = frame.sort_values("f1", ascending=False, na_position="last")
-  for run_id, prediction in figures.load_run_files(ranked, "predictions.parquet", 50).items():
-    if "student_prob" in prediction:
-      precision, recall = figures.pr_curve(prediction["label"].to_numpy(), prediction["student_prob"].to_numpy())
-      runs.setdefault(run_id, {})["pr"] = [np.round(recall, 4).tolist(), np.round(precision, 4).tolist()]
-  for run_id, history in figures.load_run_files(ranked, "history.csv", 50).items():
-    curve = {c: pd.to_numeric(history[c], errors="coerce").round(4).tolist()
-             for c in ("label_loss", "val_label_loss") if c in history}
-    runs.setdefault(run_id, {})["curves"] = curve
+  columns = list(dict.fromkeys([*CATEGORICAL, *TABLE_COLUMNS, *NUMERIC, "status", "encoder"]))
+  # Values exact (as the app computes with them); missing and empty ones left out (undefined
+  # in the browser, which report.js reads as the app reads NaN and ""), to keep the file small.
+  shown = frame.reindex(columns=columns).astype(object)
+  rows = [{k: v for k, v in row.items() if v is not None and v != ""}
+          for row in shown.where(shown.notna(), None).to_dict("records")]
+  # The saved predictions (as `figures.prediction_summary`) and training curves of the runs
+  # that have them, as the app draws them; the best by the first metric first, up to a bound.
+  metric = present_metrics(frame)[0]
+  available = figures.runs_with_file(frame, "predictions.parquet") if len(frame) else set()
+  ranked = rank_runs(frame, metric, available) if available else frame.iloc[:0]
+  carried = frame[frame["run_id"].isin(available)]
+  carried = pd.concat([ranked, carried[~carried["run_id"].isin(ranked["run_id"])]]).head(EXPORTED_RUNS)
+  if len(available) > EXPORTED_RUNS:
+    messages = [*messages, f"this report holds the saved predictions of {EXPORTED_RUNS} of "
+                f"{len(available)} runs (the best by {metric}); the dashboard reads them all"]
+  runs = {}
+  for row in carried.to_dict("records"):
+    summary = run_summary(row)
+    if summary is None:
+      continue
+    history = run_history(row)
+    if history is not None:
+      summary["curves"] = {c: [None if pd.isna(v) else float(v) for v in
+                               pd.to_numeric(history[c], errors="coerce")] for c in history}
+    runs[row["run_id"]] = summary
   categorical = present_categorical(frame)
+  main_ids, own_ids = figure_ids(frame)
   payload = {"rows": rows, "categorical": categorical,
              "numeric": [c for c in NUMERIC if frame[c].notna().any()], "table": list(TABLE_COLUMNS),
              "comparisons": [[key, label, color] for key, label, color, _ in COMPARISONS],
-             "metrics": present_metrics(frame), "methods": "method" in categorical,
-             "groupBy": default_group_by(frame), "summaryMetrics": list(SUMMARY_METRICS),
-             "lowerIsBetter": list(figures.LOWER_IS_BETTER), "runs": runs, "messages": list(messages), "title": title}
+             "figures": main_ids, "ownFigures": own_ids, "runFigures": list(RUN_FIGURES),
+             "methods": "by_method" in main_ids,
+             "metrics": present_metrics(frame), "groupBy": default_group_by(frame),
+             "summaryMetrics": list(SUMMARY_METRICS), "lowerIsBetter": list(figures.LOWER_IS_BETTER),
+             "publishedSource": published.SOURCE, "keys": list(published.KEYS),
+             "optimizers": [list(o) for o in figures.OPTIMIZERS],
+             "style": {"modebar": figures.MODEBAR_HEIGHT, "titleChars": figures.TITLE_CHARS,
+                       "template": plotly.io.templates[figures.TEMPLATE].to_plotly_json(),
+                       "colorway": list(figures.COLORWAY), "shareColors": figures.SHARE_COLORS,
+                       "calibrationBins": figures.CALIBRATION_BINS},
+             "runs": runs, "messages": list(messages), "title": title}
   data = json.dumps(payload).replace("</", "<\\/")
   intervals = ""
   if comparisons is not None and len(comparisons):
@@ -505,23 +715,34 @@ def export_report(frame: pd.DataFrame, path: str | pathlib.Path, messages: Seque
                  + plotly.io.to_html(figures.comparison_intervals(comparisons), full_html=False,
                                      include_plotlyjs=False, div_id="fig-intervals")
                  + table.to_html(index=False, classes="intervals", border=0, escape=True))
+  own = ""
+  if own_ids:
+    own = ('<div id="published-section"><h3 id="published-view">Published study: its own '
+           'figures</h3><div>The study\'s published tables (BigEarthNet-S2), on axes of their '
+           'own.</div><div class="grid" id="own-figures"></div><h3>Published vs reproduced '
+           '(groups in both)</h3><div id="fig-published"></div><div id="comparison"></div></div>')
   html = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 0; }} #side {{ width: 260px; padding: 8px; overflow-y: auto; max-height: 100vh; }}
 #main {{ flex: 1; padding: 8px; min-width: 0; }} .wrap {{ display: flex; }} select {{ width: 100%; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); }} .grid > div {{ min-width: 0; }} table {{ border-collapse: collapse; font-size: 12px; }}
 td, th {{ border: 1px solid #ddd; padding: 2px 4px; }} th {{ cursor: pointer; background: #f4f4f4; }}
 .message {{ color: #a15c00; }} label {{ display: block; margin-top: 6px; font-size: 13px; }}
+.note {{ background: #fff3cd; border: 1px solid #e0c36c; padding: 6px 10px; margin: 6px 0; max-width: 1100px; }}
+.note:empty {{ display: none; }} #runs tr.selected td {{ background: #e8f0fe; }} #table {{ overflow-x: auto; }}
 </style>
 <script>{plotly.offline.get_plotlyjs()}</script>
 </head><body>
 <div class="wrap"><div id="side"></div><div id="main"><h2 id="title"></h2><div id="messages"></div>
-<div id="row-count" style="font-weight:bold"></div><div class="grid" id="figures"></div>
+<div id="row-count" style="font-weight:bold"></div><div id="published-note" class="note"></div>
+<div class="grid" id="figures"></div>
 <div id="intervals">{intervals}</div>
-<div id="comparison"></div><h3>Summary</h3><label for="group-by">group by (none selected = all runs in one group)</label>
+{own}<h3>Summary</h3><label for="group-by">group by (none selected = all runs in one group)</label>
 <select id="group-by" multiple style="max-width: 600px"></select><div id="summary"></div>
-<h3>Runs</h3><div id="table"></div></div></div>
+<h3>Runs</h3><div>Tick rows to draw their predictions below.</div><div id="table"></div>
+<div id="runs-section"><h3 id="runs-view">Predictions of the drawn runs</h3><div id="runs-note"></div>
+<div class="grid" id="run-figures"></div></div></div></div>
 <script id="report-data" type="application/json">{data}</script>
 <script>{_REPORT_JS.read_text()}</script>
 </body></html>

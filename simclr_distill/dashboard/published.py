@@ -12,7 +12,8 @@ and from `results.COLUMNS`; this module maps them:
     scored on the test list) and "holdout" for teachers and baselines.
 
 Every row gets `source="published"`, so a dashboard or a notebook can put the study beside a
-reproduction.
+reproduction: on the same axes only where the two share a (stage, encoder, labelling, split,
+architecture) key (`overlay`), in a view of its own otherwise.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def read_published(path: str | pathlib.Path, stage: str | None = None) -> pd.Dat
   frame["task"] = "binary"
   frame["seed"] = 0
   frame["teacher_id"] = ""
-  if stage == "distill":
+  if stage in ("distill", "finetune"):  # A teacher's row and its students' share its id.
     frame["teacher_id"] = frame["model"] + "-" + frame["labeling"] + "-" + frame["split_percent"].astype(str)
   frame["run_id"] = [f"published-{stage}-{i:03d}" for i in range(len(frame))]
   frame["dataset"] = "BigEarthNet-S2 (published)"
@@ -116,3 +117,52 @@ def compare(published: pd.DataFrame, reproduced: pd.DataFrame, metric: str = "f1
   table = side(published, "published").join(side(reproduced, "reproduced"), how="outer")
   table["difference"] = table["reproduced_mean"] - table["published_mean"]
   return table.reset_index()
+
+
+def keys(frame: pd.DataFrame) -> pd.Series:
+  """Each row's (stage, encoder, labelling, split, architecture) as one text, "a | b | ..."."""
+  parts = []
+  for key in KEYS:
+    values = frame[key] if key in frame else pd.Series("", index=frame.index)
+    if key == "split_percent":  # 10, 10.0 and "10" are one split.
+      number = pd.to_numeric(values, errors="coerce")
+      values = number.map(lambda v: f"{v:g}", na_action="ignore").where(number.notna(), values)
+    parts.append(values.astype(object).where(values.notna(), "").astype(str))
+  out = parts[0]
+  for part in parts[1:]:
+    out = out + " | " + part
+  return out
+
+
+def overlay(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+  """Splits a dashboard's rows between the shared axes and the published study's own view.
+
+  Returns:
+    (shared, own, note). `shared` holds the reproduced rows and those published rows whose
+    key (`KEYS`) some reproduced row has too: comparable, so drawn beside the reproduction;
+    `own` every published row, for the study's own figures (empty when nothing was reproduced:
+    the study is then on the shared axes itself); `note` says why the study is or is not
+    overlaid ("" without both sides).
+  """
+  is_published = frame["source"] == SOURCE if "source" in frame else pd.Series(False, index=frame.index)
+  mine, theirs = frame[~is_published], frame[is_published]
+  if mine.empty or theirs.empty:
+    return frame, frame.iloc[:0], ""
+  their_keys = keys(theirs)
+  matched = their_keys.isin(set(keys(mine)))
+  groups, shared_groups = their_keys.nunique(), their_keys[matched].nunique()
+  if not shared_groups:
+    def encoders(rows):
+      values = sorted({str(v) for v in rows["encoder"].dropna() if str(v)}) if "encoder" in rows else []
+      return ", ".join(values) or "none"
+    note = (f"The published study ({len(theirs)} rows) is not drawn on these axes: none of its "
+            f"{groups} (stage, encoder, labelling, split, arch) groups occurs among the "
+            f"{len(mine)} reproduced rows (encoders {encoders(mine)}; the study's "
+            f"{encoders(theirs)}), so a line of it beside them would compare different "
+            "experiments. It has its own figures below.")
+  else:
+    note = (f"{shared_groups} of the published study's {groups} (stage, encoder, labelling, "
+            f"split, arch) groups occur among the reproduced rows: their {int(matched.sum())} "
+            "rows are drawn dashed beside the reproduction ([published]) and compared in "
+            "'Published vs reproduced'; the whole study has its own figures below.")
+  return pd.concat([mine, theirs[matched]]).sort_index(), theirs, note
