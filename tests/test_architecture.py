@@ -13,7 +13,7 @@ PACKAGE = ROOT / "simclr_distill"
 # ARCHITECTURE.md's layers, lowest first: simclr_distill.<name> -> layer.
 LAYERS = {
     1: "config study_config settings config_paths registry fileio results metrics scoring stats "
-       "preemption",
+       "preemption _version",
     2: "data",
     3: "models augment losses contrastive simclr teacher_net teachers inference labelling "
        "selection checkpointing keras_compat provenance probe reference matrix dashboard",
