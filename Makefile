@@ -40,7 +40,7 @@ report: install
 
 # Every training run's curves (train and validation scalars, learning rate) at http://127.0.0.1:6006.
 tensorboard: install
-	$(VENV)/bin/tensorboard --logdir $(WORKDIR)/runs --host 127.0.0.1
+	$(VENV)/bin/tensorboard --logdir $(WORKDIR) --host 127.0.0.1
 
 # The dashboard tests drive Debian's headless Chromium; install it where it is missing (as root,
 # or through sudo). Without it those tests skip and say why.

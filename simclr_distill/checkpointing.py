@@ -299,6 +299,7 @@ def resumable_fit(model: keras.Model, make_train: Callable[[int], tf.data.Datase
     epochs, steps_per_epoch: as for `fit`.
     callbacks: the other callbacks; each sees one `fit` per resumed partial epoch, so their
       end-of-training work must not change the model (see `selection.ModelSelection.finish`).
+      One with a `start_at(position)` method is told, before each `fit`, where it starts.
     validation_data: as for `fit`.
 
   Returns:
@@ -313,7 +314,9 @@ def resumable_fit(model: keras.Model, make_train: Callable[[int], tf.data.Datase
   callbacks = [*callbacks, checkpoint]
 
   def fit(start: Position, end_epoch: int, steps: int) -> None:
-    checkpoint.start_at(start)
+    for callback in callbacks:  # The checkpoint, and any other that counts steps in an epoch.
+      if hasattr(callback, "start_at"):
+        callback.start_at(start)
     with releasing_traced_gradients(), preemption.training():
       logs = model.fit(make_train(start.batches(steps_per_epoch)), initial_epoch=start.epoch,
                        epochs=end_epoch, steps_per_epoch=steps, validation_data=validation_data,

@@ -26,6 +26,7 @@ from simclr_distill.teachers import Teacher, TeacherEntry, combine_logits
 log = logging.getLogger(__name__)
 
 COMPLETE = "_COMPLETE.json"
+PROGRESS_SECONDS = 60.0  # A labelling pass says how far it is at most this often.
 
 
 def cache_dir(labels_dir: str | pathlib.Path, teacher_id: str) -> pathlib.Path:
@@ -85,12 +86,15 @@ def label_with_teacher(teacher: Teacher, checkpoint: pathlib.Path, data: records
   fileio.write_json(stale, key)
   todo = [shard for shard in data.shards if not _part_path(directory, shard).is_file()]
   start, count = time.perf_counter(), 0
+  # A line per shard is debug output; a long pass (paper scale: many shards) says how far it
+  # is at most once a minute.
+  said = start
   # One pipeline over every missing shard (building one per shard costs more than labelling a
   # small shard); its batches never span two shards, so each part is written once its shard ends.
   pending: dict[int, tuple[list, list]] = {index: ([], []) for index in range(len(todo))}
 
   def write_part(index: int) -> None:
-    nonlocal count
+    nonlocal count, said
     shard = todo[index]
     ids, logits = pending.pop(index)
     ids_array = np.concatenate(ids).astype(str) if ids else np.zeros([0], str)
@@ -104,8 +108,11 @@ def label_with_teacher(teacher: Teacher, checkpoint: pathlib.Path, data: records
     frame.insert(0, "id", ids_array)
     fileio.atomic_write(_part_path(directory, shard), lambda tmp: frame.to_parquet(tmp, index=False))
     count += len(frame)
-    rate = count / max(time.perf_counter() - start, 1e-9)
-    log.info("labelled %s with %s: %d examples (%.0f/s)", shard, teacher.entry.teacher_id, count, rate)
+    now = time.perf_counter()
+    due = now - said >= PROGRESS_SECONDS
+    said = now if due else said
+    log.log(logging.INFO if due else logging.DEBUG, "labelled %s with %s: %d examples (%.0f/s)",
+            shard, teacher.entry.teacher_id, count, count / max(now - start, 1e-9))
 
   if todo:
     for batch in data.batches(batch_size, shards=todo, by_shard=True, labels=False).prefetch(tf.data.AUTOTUNE):

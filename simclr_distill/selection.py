@@ -116,8 +116,9 @@ class ModelSelection(keras.callbacks.Callback):
 
   def _maybe_stop(self, epoch: int) -> None:
     if self.patience and self.wait >= self.patience:
-      log.info("early stopping at epoch %d: %s has not improved for %d epochs (best %.4f at "
-               "epoch %d)", epoch + 1, self.monitor, self.wait, self.best_value, self.best_epoch)
+      # Debug output: the run's line (`loop.train_runs`) says it stopped early, and where.
+      log.debug("early stopping at epoch %d: %s has not improved for %d epochs (best %.4f at "
+                "epoch %d)", epoch + 1, self.monitor, self.wait, self.best_value, self.best_epoch)
       self.model.stop_training = True
 
   def on_train_end(self, logs=None):

@@ -180,7 +180,8 @@ def load_model_file(path: str | pathlib.Path, *, safe_mode: bool = True) -> kera
       return _savedmodel_model(path)
     if path.suffix not in (".keras", ".h5", ".hdf5"):
       raise TeacherError(f"{path} is neither a .keras/.h5 file nor a SavedModel directory")
-    return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+    model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+    return model if path.suffix == ".keras" else _one_tensor_in_and_out(model)
   except TeacherError:
     raise
   except Exception as e:  # Keras raises many types for unreadable files; name the file.
@@ -190,6 +191,20 @@ def load_model_file(path: str | pathlib.Path, *, safe_mode: bool = True) -> kera
           "if you trust the file, rerun with --unsafe_load (or rebuild it without Lambda "
           "layers)") from e
     raise TeacherError(f"cannot load {path}: {type(e).__name__}: {e}") from e
+
+
+def _one_tensor_in_and_out(model: keras.Model) -> keras.Model:
+  """`model`, taking and giving one tensor. A Keras 2 `.h5` file records a one-input model's
+  input as a list ([image]): Keras 3 loads it so and warns at every call with a tensor
+  ("The structure of `inputs` doesn't match the expected structure"). The same layers, rebuilt
+  on the tensors themselves, compute the same outputs without the warning."""
+  try:
+    lists = isinstance(model.input, list) or isinstance(model.output, list)
+  except (AttributeError, ValueError):  # Not a functional model: it has no recorded inputs.
+    return model
+  if not lists or len(model.inputs) != 1 or len(model.outputs) != 1:
+    return model
+  return keras.Model(model.inputs[0], model.outputs[0], name=model.name)
 
 
 def detect_output_kind(model: keras.Model) -> str:

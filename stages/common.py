@@ -386,9 +386,25 @@ class _DropRetracingWarnings(logging.Filter):
 
 
 def setup_logging() -> None:
+  """The package's log lines at INFO (progress per run, and within long epochs), or what
+  --verbosity (-v) asks: -v=1 adds the debug lines (one per epoch with its metrics, ...).
+  Call after the flags parse."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  logging.getLogger("simclr_distill").setLevel(logging.INFO)
+  logging.getLogger("simclr_distill").setLevel(_package_level())
   logging.getLogger("tensorflow").addFilter(_DropRetracingWarnings())
+
+
+def _package_level() -> int:
+  """INFO, unless --verbosity was given: then its level (absl sets the root logger's from it,
+  but the package's own level would hide its debug lines)."""
+  from absl import logging as absl_logging
+
+  if "verbosity" not in FLAGS or not FLAGS["verbosity"].present:
+    return logging.INFO
+  verbosity = absl_logging.get_verbosity()
+  if verbosity > 1:  # absl's vlog levels, below DEBUG.
+    return logging.DEBUG - (verbosity - 1)
+  return absl_logging.converter.absl_to_standard(verbosity)
 
 
 def run_or_explain(main: Callable[[], None], *, resumable: bool = True) -> None:

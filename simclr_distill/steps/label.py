@@ -19,7 +19,7 @@ from simclr_distill import fileio, labelling, matrix
 from simclr_distill import teachers as teachers_lib
 from simclr_distill.config import DistillConfig
 from simclr_distill.steps import zoo
-from simclr_distill.training import context
+from simclr_distill.training import context, progress
 from simclr_distill.training.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ def label_all(config: DistillConfig, ctx: RunContext, entries) -> int:
   """
   labelled = lambda e: labelling.is_labelled(ctx.labels_dir, e, e.resolve(ctx.zoo_dir), ctx.data)
   todo = [e for e in entries if not labelled(e)]
+  progress.planned("teacher", len(entries), finished=len(entries) - len(todo))
   sample = _sample_images(ctx) if todo else None
   passes, held = 0, []
   for entry in todo:
@@ -88,13 +89,16 @@ def _claim(ctx: RunContext, teacher_id: str):
 
 
 def _label_one(config: DistillConfig, ctx: RunContext, entry, sample, position: str) -> None:
+  begin = time.perf_counter()
   teacher = _load(config, ctx, entry, sample)
   start = time.perf_counter()
   with ctx.data.reading():
     labelling.label_with_teacher(teacher, entry.resolve(ctx.zoo_dir), ctx.data, ctx.labels_dir,
                                  batch_size=config.teacher.batch_size)
-  log.info("[teacher %s] %s labelled %d examples in %.1f s", position, entry.teacher_id,
-           len(ctx.all_ids), time.perf_counter() - start)
+  seconds = time.perf_counter() - start
+  log.info("[teacher %s] %s labelled %d examples in %.1f s (%.0f examples/s)", position,
+           entry.teacher_id, len(ctx.all_ids), seconds, len(ctx.all_ids) / max(seconds, 1e-9))
+  progress.done("teacher", time.perf_counter() - begin)  # The load too: it is part of the unit.
 
 
 def run(config: DistillConfig, *, safe_mode: bool = True) -> pathlib.Path:

@@ -5,12 +5,12 @@
 
 For each selected encoder (`StudyConfig.encoders`; "none", the random-init ablation, has no
 stage 1) this writes `<workdir>/pretrain/<name>/`: `simclr.keras` (image -> 128-d projection;
-its layer "projection_512" is where the study's fine-tuning head attaches), `history.csv` and
-`config.json` (settings, and the digests of its inputs and checkpoint), through the run
-executor (`training.executor.fit_run`: a killed run resumes at its last step checkpoint; on a
-cluster only the chief writes). Then the frozen encoder and a random-init one are probed on the
-validation lists (rows of stage "pretrain"). A finished encoder is reused while its inputs are
-unchanged.
+its layer "projection_512" is where the study's fine-tuning head attaches), `history.csv`,
+`tensorboard/` (its loss and learning rate per epoch) and `config.json` (settings, and the
+digests of its inputs and checkpoint), through the run executor (`training.executor.fit_run`:
+a killed run resumes at its last step checkpoint; on a cluster only the chief writes). Then the
+frozen encoder and a random-init one are probed on the validation lists (rows of stage
+"pretrain"). A finished encoder is reused while its inputs are unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import time
 
 import keras
 import tensorflow as tf
@@ -27,7 +28,7 @@ from simclr_distill import simclr, teacher_net
 from simclr_distill.data import records, source
 from simclr_distill.data import splits as splits_lib
 from simclr_distill.study_config import PretrainConfig, ProbeConfig, StudyConfig
-from simclr_distill.training import executor, runtime
+from simclr_distill.training import executor, progress, runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,10 @@ def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
     FileNotFoundError: for a missing checkpoint (with `train` False, a missing pretraining).
   """
   encoders = []
-  for spec in cfg.selected_encoders() if specs is None else specs:
+  specs = cfg.selected_encoders() if specs is None else specs
+  if train:
+    progress.planned("encoder", sum(s.pretrained and not s.checkpoint for s in specs))
+  for spec in specs:
     pcfg = spec.pretrain_config(cfg.pretrain)
     if not spec.pretrained:
       encoders.append(teacher_net.Encoder(name=spec.name, arch=pcfg.arch, width=pcfg.width,
@@ -94,11 +98,16 @@ def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
         raise ValueError(f"encoder {spec.name}: its data {spec.data_dir} has images of "
                          f"{own.image_shape}, the study's {data.image_shape}; prepare both alike")
       train_cfg = cfg.distill.train
+      finished = cfg.workdir / PRETRAIN / spec.name / simclr.CHECKPOINT
+      before = finished.stat().st_mtime_ns if finished.is_file() else None
+      begin = time.perf_counter()
       checkpoint = run_pretraining(
           pcfg, own, cfg.workdir, strategy=strategy, checkpoint=checkpointing.CheckpointPolicy(
               train_cfg.checkpoint_steps, train_cfg.checkpoint_minutes),
           probe=cfg.probe_config(), preset=cfg.distill.preset,
           retrain_stale=cfg.distill.retrain_stale)
+      reused = before is not None and finished.is_file() and finished.stat().st_mtime_ns == before
+      progress.done("encoder", None if reused else time.perf_counter() - begin)
     encoders.append(teacher_net.Encoder(name=spec.name, optimizer=spec.optimizer,
                                         checkpoint=str(checkpoint), arch=pcfg.arch,
                                         width=pcfg.width, freeze=spec.freeze))
@@ -256,6 +265,8 @@ def _pretrain(cfg: PretrainConfig, data: records.PreparedData, workdir: str | pa
         "inputs": inputs,
         "outputs": {simclr.CHECKPOINT: provenance.file_digest(checkpoint_path)}}})
   executor.finish_run(out, fit, writer)
-  log.info("pretrained %s on %d examples in %.0f s -> %s", cfg.name, len(ids), fit.seconds,
-           checkpoint_path)
+  rate = fit.checkpoint.steps_trained / max(fit.seconds, 1e-9)
+  log.info("pretrained %s: %d epochs on %d examples in %s (%.3g steps/s, %.0f images/s) -> %s",
+           cfg.name, fit.epochs_run, len(ids), progress.duration(fit.seconds), rate,
+           rate * global_batch, checkpoint_path)
   return checkpoint_path

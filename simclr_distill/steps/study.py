@@ -10,10 +10,14 @@ demo), `pretrain/<encoder>/` (stage 1), `zoo/` (stage 2's teacher zoo), `labels/
 logits), `runs/<run_id>/` (every probe, finetune, distill, reference and baseline run, each
 with its results row), `results.{parquet,csv}` and `comparisons.csv` (the study's paired
 comparisons with their intervals, `stats.write_comparisons`).
+
+The log has a line per run and, after each step (and at most every 30 s within one), the
+study's progress: units of work done and an estimated time left (`training.progress`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import pathlib
@@ -26,7 +30,7 @@ from simclr_distill import teachers as teachers_lib
 from simclr_distill.data import records, source
 from simclr_distill.steps import baseline, distill, finetune, prepare, pretrain, zoo
 from simclr_distill.study_config import StudyConfig
-from simclr_distill.training import runtime
+from simclr_distill.training import progress, runtime
 
 log = logging.getLogger(__name__)
 
@@ -193,33 +197,11 @@ def run(cfg: StudyConfig, *, safe_mode: bool = True, steps=STEPS) -> pd.DataFram
       raise ValueError(f"no prepared data at {cfg.distill.data.data_dir}: run the prepare step "
                        "first (--steps=prepare, or the whole study)")
     data = prepare.prepare_study_data(cfg)
-  external_zoo = cfg.distill.teacher.zoo_dir is not None
-  d = cfg.distill
-  if not external_zoo and "pretrain" in steps:
-    specs = cfg.selected_encoders()[d.shard_index::d.num_shards]
-    log.info("stage 1: pretraining %s", ", ".join(e.name for e in specs if e.pretrained)
-             or "nothing (no selected encoder is pretrained here)")
-    pretrain.pretrain_encoders(cfg, data, runtime.strategy_of(d), specs=specs)
-  if not external_zoo and "finetune" in steps:
-    encoders = pretrain.pretrain_encoders(cfg, data, runtime.strategy_of(d), train=False)
-    log.info("stage 2: fine-tuning %d encoder(s) into %s", len(encoders), cfg.workdir / finetune.ZOO)
-    # --only filters the student and baseline matrices; the teachers are chosen by --encoders,
-    # --schemes, --split_percents and --finetune_seeds (an arch filter would drop them all).
-    finetune.finetune_teachers(cfg, encoders, safe_mode=safe_mode, only="")
-  if cfg.references and "reference" in steps:
-    log.info("the classical reference: label spreading on each split and the students' pool")
-    reference.run_references(data, cfg.workdir, schemes=d.data.schemes,
-                             split_percents=d.data.split_percents, task=d.data.task,
-                             config=cfg.reference, preset=d.preset, retrain_stale=d.retrain_stale)
-  if "label" in steps:
-    log.info("stage 3: labelling the data with the teachers")
-    distill.label_teachers(distill_config(cfg), safe_mode=safe_mode)
-  if "distill" in steps:
-    log.info("stage 3: distillation")
-    distill.run(distill_config(cfg), safe_mode=safe_mode, require_match=False)
-  if cfg.baseline and "baseline" in steps:
-    log.info("supervised baselines")
-    baseline.run(cfg.baseline_config(), safe_mode=safe_mode, require_match=False)
+  with progress.tracking(_study_progress(cfg, steps)) as tracker:
+    if tracker is not None:
+      log.info("%s", tracker.describe())
+    _run_steps(cfg, data, steps, safe_mode,
+               tracker.step if tracker is not None else lambda _: contextlib.nullcontext())
   table = results.consolidate(cfg.workdir)
   if "compare" in steps:
     try:
@@ -230,6 +212,56 @@ def run(cfg: StudyConfig, *, safe_mode: bool = True, steps=STEPS) -> pd.DataFram
            "study" if steps == STEPS else "steps " + ",".join(steps), time.perf_counter() - start,
            len(table), cfg.workdir / results.TABLE_PARQUET)
   return table
+
+
+def _run_steps(cfg: StudyConfig, data, steps, safe_mode: bool, step) -> None:
+  """The study's `steps` after `prepare`, each in a `step(name)` block (which counts its work)."""
+  external_zoo = cfg.distill.teacher.zoo_dir is not None
+  d = cfg.distill
+  if not external_zoo and "pretrain" in steps:
+    specs = cfg.selected_encoders()[d.shard_index::d.num_shards]
+    log.info("stage 1: pretraining %s", ", ".join(e.name for e in specs if e.pretrained)
+             or "nothing (no selected encoder is pretrained here)")
+    with step("pretrain"):
+      pretrain.pretrain_encoders(cfg, data, runtime.strategy_of(d), specs=specs)
+  if not external_zoo and "finetune" in steps:
+    encoders = pretrain.pretrain_encoders(cfg, data, runtime.strategy_of(d), train=False)
+    log.info("stage 2: fine-tuning %d encoder(s) into %s", len(encoders), cfg.workdir / finetune.ZOO)
+    # --only filters the student and baseline matrices; the teachers are chosen by --encoders,
+    # --schemes, --split_percents and --finetune_seeds (an arch filter would drop them all).
+    with step("finetune"):
+      finetune.finetune_teachers(cfg, encoders, safe_mode=safe_mode, only="")
+  if cfg.references and "reference" in steps:
+    log.info("the classical reference: label spreading on each split and the students' pool")
+    reference.run_references(data, cfg.workdir, schemes=d.data.schemes,
+                             split_percents=d.data.split_percents, task=d.data.task,
+                             config=cfg.reference, preset=d.preset, retrain_stale=d.retrain_stale)
+  if "label" in steps:
+    log.info("stage 3: labelling the data with the teachers")
+    with step("label"):
+      distill.label_teachers(distill_config(cfg), safe_mode=safe_mode)
+  if "distill" in steps:
+    log.info("stage 3: distillation")
+    with step("distill"):
+      distill.run(distill_config(cfg), safe_mode=safe_mode, require_match=False)
+  if cfg.baseline and "baseline" in steps:
+    log.info("supervised baselines")
+    with step("baseline"):
+      baseline.run(cfg.baseline_config(), safe_mode=safe_mode, require_match=False)
+
+
+def _study_progress(cfg: StudyConfig, steps) -> progress.StudyProgress | None:
+  """The study's progress over the units of work of `steps` this process will do (a shard's
+  share of each); None for a work-queue worker, whose share is known only as it goes."""
+  d = cfg.distill
+  if d.work_queue:
+    return None
+  counts = work_counts(cfg)
+  mine = cfg.selected_encoders()[d.shard_index::d.num_shards]
+  counts["pretrain"] = 0 if d.teacher.zoo_dir is not None else sum(
+      e.pretrained and not e.checkpoint for e in mine)
+  share = {k: n if k == "pretrain" else -(-n // d.num_shards) for k, n in counts.items()}
+  return progress.StudyProgress({k: n for k, n in share.items() if k in steps})
 
 
 def _matrices(cfg: StudyConfig, teachers) -> tuple[list, list]:

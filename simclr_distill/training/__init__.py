@@ -7,4 +7,6 @@ Modules, lowest first: `runtime` (strategies, writer checks, precision, optimize
 train/val/test streams), `context` (what the runs of one command share), `networks` (the network
 a run trains and the compiled model reused across runs), `executor` (`fit_run`, the resumable
 fit every stage shares, and `execute_run`), `loop` (which runs train, claimed one at a time).
+Beside them: `progress` (what the logs say of an epoch, a run and the study) and `summaries`
+(each run's TensorBoard event files).
 """

@@ -22,7 +22,7 @@ import tensorflow as tf
 from simclr_distill import checkpointing, fileio, labelling, provenance, results, scoring
 from simclr_distill import selection as selection_lib
 from simclr_distill.matrix import RunSpec
-from simclr_distill.training import context, networks, runtime
+from simclr_distill.training import context, networks, progress, runtime, summaries
 from simclr_distill.training.context import RunContext
 from simclr_distill.training.rundata import RunDatasets
 
@@ -37,16 +37,20 @@ SELECTION = "selection"
 
 
 class ProgressLogger(keras.callbacks.Callback):
-  """One log line per epoch, so long runs show they are alive without Keras' progress bars."""
+  """One line per epoch with its metrics, at DEBUG level (--verbosity=1 shows them): a study
+  trains hundreds of short runs, whose epoch lines would bury the rest. Long epochs show
+  their progress at the default level (`progress.EpochProgress`)."""
 
   def __init__(self, label: str, epochs: int):
     super().__init__()
     self.label, self.epochs = label, epochs
 
   def on_epoch_end(self, epoch, logs=None):
+    if not log.isEnabledFor(logging.DEBUG):
+      return
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items())
                       if isinstance(v, (int, float)) and k != "learning_rate")
-    log.info("%s epoch %d/%d: %s", self.label, epoch + 1, self.epochs, shown)
+    log.debug("%s epoch %d/%d: %s", self.label, epoch + 1, self.epochs, shown)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,10 +104,12 @@ def fit_run(run_dir: pathlib.Path, model: keras.Model, variables: Callable[[], l
 
   Files in `run_dir`, written only by the writer (a single process, or a cluster's chief;
   the other workers take part in every step but write nothing): `history.csv` (one line per
-  epoch, as it goes), the step checkpoint (`checkpointing.StepCheckpoint`: every
+  epoch, as it goes), `tensorboard/` (the same per epoch, and the learning rate: see
+  `summaries`), the step checkpoint (`checkpointing.StepCheckpoint`: every
   `policy` steps or minutes and every epoch end) and, with `selecting`, `selection/` (the best
   epoch so far and its weights). A fresh start (no step checkpoint) first removes whatever an
-  earlier attempt left of them.
+  earlier attempt left of them; a resumed one, the epochs its history and event files logged
+  after the checkpoint.
 
   Args:
     run_dir: the run's directory.
@@ -116,13 +122,19 @@ def fit_run(run_dir: pathlib.Path, model: keras.Model, variables: Callable[[], l
   """
   checkpoint = checkpointing.StepCheckpoint(run_dir, variables, policy, writer=writer)
   saved = checkpoint.saved_position()
+  board = run_dir / summaries.DIRECTORY
   if writer:
     if saved is None:  # A fresh start: nothing of an earlier attempt may survive.
       shutil.rmtree(run_dir / SELECTION, ignore_errors=True)
       shutil.rmtree(run_dir / BACKUP, ignore_errors=True)  # Keras backups of older versions.
+      shutil.rmtree(board, ignore_errors=True)
+    else:
+      summaries.align_events(board, saved, steps_per_epoch)
     fileio.align_history(run_dir / HISTORY, saved.epoch if saved else None)
+  # Both log an epoch before its checkpoint is saved (the last callback), never after it.
   callbacks: list[keras.callbacks.Callback] = (
-      [keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True)] if writer else [])
+      [keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
+       summaries.TensorBoard(board)] if writer else [])
   selection = None
   if selecting is not None:  # Its state is saved before the checkpoint of the same epoch.
     selection = selection_lib.ModelSelection(
@@ -130,7 +142,9 @@ def fit_run(run_dir: pathlib.Path, model: keras.Model, variables: Callable[[], l
         select=selecting.select, state_dir=run_dir / SELECTION, writer=writer)
     selection.defer_finish = True  # Once, after the last of a resumed run's `fit` calls.
     callbacks.append(selection)
-  callbacks += [ProgressLogger(label, epochs), keras.callbacks.TerminateOnNaN()]
+  callbacks += [ProgressLogger(label, epochs),
+                progress.EpochProgress(label, epochs, steps_per_epoch),
+                keras.callbacks.TerminateOnNaN()]
   start = time.perf_counter()
   history = checkpointing.resumable_fit(
       model, train, checkpoint=checkpoint, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -153,8 +167,9 @@ def execute_run(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
 
   Files in `<workdir>/runs/<run_id>/`: `student.keras` (loads with plain
   `keras.models.load_model`), `predictions.parquet` (test-split id, label, teacher and student
-  probabilities), `config.json` (resolved settings), `history.csv`, and last `result.json`;
-  while training, the state `fit_run` resumes from.
+  probabilities), `config.json` (resolved settings), `history.csv`, `tensorboard/` (its
+  event files: `summaries`), and last `result.json`; while training, the state `fit_run`
+  resumes from.
   """
   run_dir = ctx.workdir / results.RUNS / run.run_id
   run_dir.mkdir(parents=True, exist_ok=True)
@@ -246,10 +261,17 @@ def _resolved_config(run: RunSpec, ctx: RunContext) -> dict[str, Any]:
           "preprocessing": ctx.data.manifest.get("transform", "")}
 
 
+_batch_warnings: set[tuple[str, int, int]] = set()  # (stage, batch, examples) warned of.
+
+
 def _warn_if_batch_exceeds_data(run: RunSpec, datasets: RunDatasets) -> None:
+  """Warns when a run's global batch exceeds its training set: once per stage, batch and
+  training-set size in a process (the runs of one split share it)."""
   size, batch = len(datasets.train_ids), datasets.global_batch()
-  if batch > size:
+  if batch > size and (run.stage, batch, size) not in _batch_warnings:
+    _batch_warnings.add((run.stage, batch, size))
     log.warning("%s: the global batch (%d) is larger than the training set (%d examples), so "
                 "every step repeats each example about %d times and costs as much; lower "
-                "--batch_size to at most %d", run.run_id, batch, size, batch // size,
-                size // datasets.ctx.replicas or 1)
+                "--batch_size to at most %d (said once for every %s run of this batch and "
+                "training-set size)", run.run_id, batch, size, batch // size,
+                size // datasets.ctx.replicas or 1, run.stage)

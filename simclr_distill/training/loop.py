@@ -10,7 +10,7 @@ import logging
 import time
 
 from simclr_distill import fileio, matrix, provenance, results
-from simclr_distill.training import context, executor
+from simclr_distill.training import context, executor, progress
 from simclr_distill.training.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def train_runs(runs, ctx: RunContext, what: str, after=None, todo=None) -> None:
   todo = plan_runs(runs, ctx, what) if todo is None else todo
   log.info("%s: %d runs in this shard, %d already finished, %d to train", what, len(runs),
            len(runs) - len(todo), len(todo))
+  progress.planned("run", len(runs), finished=len(runs) - len(todo))
   start, trained = time.perf_counter(), 0
   held = todo
   while held:
@@ -79,15 +80,29 @@ def train_runs(runs, ctx: RunContext, what: str, after=None, todo=None) -> None:
       if after:
         after(run, row)
       left = len(todo) - trained
-      log.info("[%s %d/%d] %s: %s f1=%.3f in %.1f s; ETA %.0f s", what, trained, len(todo),
-               run.run_id, row["status"], row.get("f1", float("nan")), row["wall_seconds"],
-               (time.perf_counter() - start) / trained * left)
+      log.info("[%s %d/%d] %s: %s f1=%.3f in %.1f s (%s); %d left, ETA %s", what, trained,
+               len(todo), run.run_id, row["status"], row.get("f1", float("nan")),
+               row["wall_seconds"], _how_it_trained(run, row), left,
+               progress.duration((time.perf_counter() - start) / trained * left))
+      progress.done("run", row["wall_seconds"])
     if len(passed_over) == len(held):  # All held by live processes, which will finish them.
       for run in passed_over:
         if not check_run(run, ctx).reusable:
           log.info("[%s] %s: being trained by another process; left to it", what, run.run_id)
       return
     held = passed_over
+
+
+def _how_it_trained(run: matrix.RunSpec, row: dict) -> str:
+  """Epochs (and early stopping's choice) and throughput of a finished run, from its row."""
+  epochs = row.get("epochs_run") or 0
+  text = f"{epochs}/{run.epochs} epochs"
+  if epochs < run.epochs and row.get("status") == "ok":
+    text += f", stopped early, best {row.get('best_epoch')}"
+  rate = row.get("images_per_second")
+  if rate and row.get("batch_size"):
+    text += f"; {rate / row['batch_size']:.3g} steps/s, {rate:.0f} images/s"
+  return text
 
 
 def _train_claimed(run: matrix.RunSpec, ctx: RunContext) -> dict | None:

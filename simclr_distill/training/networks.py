@@ -134,7 +134,7 @@ def build_run_model(run: RunSpec, ctx: RunContext, steps: int, *, offline: bool)
         # The same network, optimizer and traced steps as a finished run, in this run's
         # initial state: tracing (a minute for a ResNet on CPU) is paid once per shape.
         student = distiller.student
-        log.info("%s reuses the traced model of an earlier run", run.run_id)
+        log.debug("%s reuses the traced model of an earlier run", run.run_id)
       else:
         distiller = Distiller(student, task=run.task, loss_kind=run.loss.kind,
                               temperature=run.loss.temperature, alpha=run.loss.alpha,
