@@ -556,9 +556,12 @@ def _trace_names(driver, figure):
 
 
 def _grid_cells(driver, grid, column):
-  """The texts of a dash-ag-grid column's cells on the grid's current page."""
+  """The texts of a dash-ag-grid column's cells on the grid's current page, in the order shown
+  (`row-index`: AG Grid places rows by position, so their order in the DOM need not be it)."""
   return driver.execute_script(
-      f"return [...document.querySelectorAll('#{grid} .ag-row .ag-cell[col-id=\"{column}\"]')]"
+      f"return [...document.querySelectorAll('#{grid} .ag-row')]"
+      ".sort((a, b) => Number(a.getAttribute('row-index')) - Number(b.getAttribute('row-index')))"
+      f".map(r => r.querySelector('.ag-cell[col-id=\"{column}\"]')).filter(c => c)"
       ".map(c => c.innerText.trim())")
 
 
@@ -621,11 +624,21 @@ def test_dashboard_filters_change_the_table_and_figures_in_chromium(smoke_study,
     counts = _grid_cells(driver, "summary-table", "f1_count")
     assert len(counts) < 20 and sum(int(c) for c in counts) == finished["f1"].notna().sum()
     # Sorting by a header click: f1 descending after two clicks (ascending first).
-    header = driver.find_element(By.CSS_SELECTOR, '#table .ag-header-cell[col-id="f1"] .ag-header-cell-label')
+    # Each click waits for the header's own sort state: the rows alone can look sorted before
+    # the grid took a click (4 rows may already be in order), and a second click sent too
+    # early lands on the wrong state.
+    cell = '#table .ag-header-cell[col-id="f1"]'
+    header = driver.find_element(By.CSS_SELECTOR, f"{cell} .ag-header-cell-label")
+
+    def sorted_as(state):
+      return driver.find_element(By.CSS_SELECTOR, cell).get_attribute("aria-sort") == state
+
     header.click()
-    browser.wait_for(lambda: _grid_cells(driver, "table", "f1")[:2] == sorted(
-        _grid_cells(driver, "table", "f1")[:2], key=float), 10, "ascending f1")
+    browser.wait_for(lambda: sorted_as("ascending"), 10, "the ascending sort")
+    browser.wait_for(lambda: _grid_cells(driver, "table", "f1") == sorted(
+        _grid_cells(driver, "table", "f1"), key=float), 10, "ascending f1")
     header.click()
+    browser.wait_for(lambda: sorted_as("descending"), 10, "the descending sort")
     top = finished.sort_values("f1", ascending=False)["f1"].iloc[0]
     browser.wait_for(lambda: float(_grid_cells(driver, "table", "f1")[0]) == pytest.approx(top, abs=1e-4),
                      10, "descending f1")
