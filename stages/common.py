@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import Any, Callable
 
@@ -324,9 +325,19 @@ def closing_summary(workdir, table) -> str:
   path = pathlib.Path(workdir) / stats.COMPARISONS_CSV
   if path.is_file():
     lines.append(stats.format_comparisons(pd.read_csv(path)))
-    lines.append(f"(all comparisons: {path}; `python -m stages.results --compare "
+    lines.append(f"(all comparisons: {path}; `{python_command()} -m stages.results --compare "
                  f"--workdirs={workdir}` prints them again)")
   return "\n".join(line for line in lines if line)
+
+
+def python_command() -> str:
+  """The running Python as a user types it here: `.venv/bin/python` from the repository root
+  (a hint naming a bare `python` fails where the virtualenv is not active), else `python`."""
+  try:
+    relative = os.path.relpath(sys.executable)
+  except ValueError:  # Another drive (Windows).
+    return "python"
+  return "python" if relative.startswith("..") else relative
 
 
 def collapsed_summary(table) -> str:
@@ -407,6 +418,45 @@ def _package_level() -> int:
   return absl_logging.converter.absl_to_standard(verbosity)
 
 
+# What TensorFlow's native code prints while it loads, before its logging is set up (so
+# TF_CPP_MIN_LOG_LEVEL does not reach it in TF 2.21): information lines ("I0000 ...
+# port.cc] oneDNN custom operations are on", "cudart_stub.cc] Could not find cuda drivers",
+# the CPU instructions), absl's note about them, and, on a machine with no NVIDIA device, the
+# failed cuInit. Everything else it prints (errors on a GPU machine) is passed on.
+_NATIVE_NOISE = re.compile(
+    r"^I\d{4} |^WARNING: All log messages before absl::InitializeLog\(\) is called|"
+    r"^To enable the following instructions: .* rebuild TensorFlow")
+_NO_GPU_NOISE = re.compile(r"^E\d{4} .*failed call to cuInit")
+
+
+def import_tensorflow_quietly() -> None:
+  """Imports TensorFlow and Keras with the native start-up chatter of every process (seven
+  lines, twice, before a training stage's first line of its own) left out; what else they
+  print reaches stderr as it was. Without TensorFlow installed, does nothing (the stage says
+  which extra to install when it needs it)."""
+  import importlib.util
+  import tempfile
+
+  if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+    return
+  no_gpu = not os.path.exists("/dev/nvidiactl")
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      import keras  # noqa: F401  (keras loads tensorflow's native libraries too)
+      import tensorflow  # noqa: F401
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      for line in captured.read().decode(errors="replace").splitlines():
+        if not (_NATIVE_NOISE.search(line) or (no_gpu and _NO_GPU_NOISE.search(line))):
+          print(line, file=sys.stderr)
+
+
 def run_or_explain(main: Callable[[], None], *, resumable: bool = True) -> None:
   """Runs `main`; a warning signal (SIGUSR1, SIGTERM: see `simclr_distill.preemption`) ends
   it after a checkpoint with exit status 75; a bad input ends with its message on stderr and
@@ -418,6 +468,8 @@ def run_or_explain(main: Callable[[], None], *, resumable: bool = True) -> None:
   if resumable:
     preemption.install()
   try:
+    if resumable:  # A training stage: it loads TensorFlow anyway.
+      import_tensorflow_quietly()
     main()
   except preemption.Preempted as e:
     print(f"{e}; rerun the same command to resume (a SLURM task requeues itself and resumes); "

@@ -35,8 +35,8 @@ def main(argv):
     if len(table):
       print(results.summarize(table, common.summary_keys(table, ["stage", "arch", "split_percent"]),
                               ["f1", "agreement"]).round(3).to_string())
-      print("(means and standard deviations over runs; `python -m stages.results --compare` "
-            "gives the paired differences with intervals)")
+      print(f"(means and standard deviations over runs; `{common.python_command()} -m "
+            "stages.results --compare` gives the paired differences with intervals)")
     common.finish(table)  # Collapsed and failed runs; exit status 1 if any failed.
 
   common.run_or_explain(go)
