@@ -445,8 +445,8 @@ def import_tensorflow_quietly() -> None:
   with tempfile.TemporaryFile() as captured:
     os.dup2(captured.fileno(), 2)
     try:
-      import keras  # noqa: F401  (keras loads tensorflow's native libraries too)
-      import tensorflow  # noqa: F401
+      import tensorflow  # noqa: F401  (first: where it is missing, the message names it)
+      import keras  # noqa: F401  (its native libraries print the same lines again)
     finally:
       sys.stderr.flush()
       os.dup2(saved, 2)
