@@ -414,9 +414,16 @@ def roc_curves(predictions: Mapping[str, pd.DataFrame | dict]) -> go.Figure:
                       "%{y:.3f}<extra></extra>"))
   if not fig.data:
     return _empty(title, "no saved predictions with both classes for these runs")
-  fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+  return _on_unit_square(fig, title, "chance", "false positive rate", "true positive rate")
+
+
+def _on_unit_square(fig: go.Figure, title: str, diagonal: str, xaxis: str,
+                    yaxis: str) -> go.Figure:
+  """`fig` (curves of runs, in [0, 1] on both axes) with the dotted diagonal named `diagonal`,
+  its axis titles and the shared layout."""
+  fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name=diagonal,
                            line=dict(dash="dot", color="grey")))
-  fig.update_layout(xaxis_title="false positive rate", yaxis_title="true positive rate",
+  fig.update_layout(xaxis_title=xaxis, yaxis_title=yaxis,
                     **layout(title, legend=[t.name for t in fig.data]))
   fig.update_xaxes(range=[-0.02, 1.02])
   fig.update_yaxes(range=[-0.02, 1.02])
@@ -441,15 +448,10 @@ def calibration(predictions: Mapping[str, pd.DataFrame | dict]) -> go.Figure:
                       "%{customdata} examples<extra></extra>"))
   if not fig.data:
     return _empty(title, "no saved predictions for these runs")
-  fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="calibrated",
-                           line=dict(dash="dot", color="grey")))
-  fig.update_layout(
-      xaxis_title="top-class confidence" if multiclass else "predicted probability of class 1",
-      yaxis_title="accuracy" if multiclass else "observed fraction of class 1",
-      **layout(title, legend=[t.name for t in fig.data]))
-  fig.update_xaxes(range=[-0.02, 1.02])
-  fig.update_yaxes(range=[-0.02, 1.02])
-  return fig
+  return _on_unit_square(
+      fig, title, "calibrated",
+      "top-class confidence" if multiclass else "predicted probability of class 1",
+      "accuracy" if multiclass else "observed fraction of class 1")
 
 
 def confusion_matrices(predictions: Mapping[str, pd.DataFrame | dict], limit: int = 4) -> go.Figure:
