@@ -344,9 +344,35 @@ SETTINGS: tuple[Setting, ...] = (
             "prepare"),
     Setting("output_dir", "prepare.output_dir", STR, "The prepared data directory to write.",
             "prepare_stage"),
-    Setting("source", "prepare.source", ENUM, "Read the raw archive or TFDS's prepared "
-            "bigearthnet/all (default archive).", "prepare_stage",
+    Setting("source", "prepare.source", ENUM, "Read the raw BigEarthNet archive, TFDS's "
+            "prepared bigearthnet/all, or Sentinel-2 scenes cut into unlabelled patches for "
+            "stage 1 (default archive).", "prepare_stage",
             choices=study_config.PREPARE_SOURCES),
+    Setting("scene_dir", "prepare.scene_dir", STR, "Sentinel-2 scenes (--source=scenes): each "
+            "GeoTIFF/JPEG 2000 file a multi-band scene, each folder a scene of one file per band "
+            "(B02, B8A, SCL ... in the names; an L2A .SAFE folder works as it is).",
+            "prepare_stage"),
+    Setting("patch_size", "prepare.scenes.patch_size", INT, "Scene patches: side in 10 m "
+            "pixels (default 120, BigEarthNet's).", "prepare_stage"),
+    Setting("stride", "prepare.scenes.stride", INT, "Scene patches: grid step in 10 m pixels "
+            "(default: the patch size, no overlap).", "prepare_stage"),
+    Setting("max_nodata_fraction", "prepare.scenes.max_nodata_fraction", FLOAT, "Drop a scene "
+            "patch with more no-data pixels than this share (default 0.5).", "prepare_stage"),
+    Setting("max_cloud_fraction", "prepare.scenes.max_cloud_fraction", FLOAT, "Drop a scene "
+            "patch with more cloud than this share, where the scene has an SCL band, a QA60 band "
+            "or a cloud mask (default 0.1).", "prepare_stage"),
+    Setting("cloud_classes", "prepare.scenes.cloud_classes", INT_LIST, "SCL classes counted as "
+            "cloud (default 3,8,9,10: shadows, medium and high probability, cirrus).",
+            "prepare_stage"),
+    Setting("scene_bands", "prepare.scenes.bands", LIST, "Bands of single-file scenes in file "
+            "order when their descriptions do not name them, e.g. B2,B3,B4,B8,B5,B6,B7,B8A,B11,"
+            "B12,SCL (default: the study's order B04,B03,B02,B08,B05,B06,B07,B8A,B11,B12).",
+            "prepare_stage"),
+    Setting("scene_scale", "prepare.scenes.scale", FLOAT, "Multiply scene reflectances by this "
+            "before storing (10000 for 0-1 reflectance; default 1).", "prepare_stage"),
+    Setting("scene_offset", "prepare.scenes.offset", FLOAT, "Then add this (-1000 for L2A "
+            "processing baseline >= 04.00, whose BOA_ADD_OFFSET is -1000; default 0).",
+            "prepare_stage"),
     Setting("tfds_data_dir", "prepare.tfds_data_dir", STR, "TFDS data_dir holding "
             "bigearthnet/all (--source=tfds).", "prepare_stage"),
     Setting("tfds_split", "prepare.tfds_split", STR, "TFDS split to read (bigearthnet has only "

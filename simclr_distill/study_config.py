@@ -75,17 +75,69 @@ class ReferenceConfig:
       raise ValueError("reference max_pool must be >= 2 and max_features >= 1")
 
 
-PREPARE_SOURCES = ("archive", "tfds")
+PREPARE_SOURCES = ("archive", "tfds", "scenes")
+# Scene-classification (SCL) classes of Sentinel-2 L2A counted as cloud: cloud shadows (3),
+# cloud medium (8) and high (9) probability, thin cirrus (10).
+SCL_CLOUD_CLASSES = (3, 8, 9, 10)
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneConfig:
+  """Cutting Sentinel-2 scenes (GeoTIFF or JPEG 2000, any size) into stage 1's patches.
+
+  Attributes:
+    patch_size: patch side in 10 m pixels (the study's, BigEarthNet's: 120); even, so a
+      patch's 20 m bands are a whole native window.
+    stride: grid step in 10 m pixels (None: patch_size, no overlap); even.
+    max_nodata_fraction: drop a patch whose share of no-data pixels (every band 0, NaN or the
+      scene's nodata value) is above this.
+    max_cloud_fraction: drop a patch whose share of cloud pixels is above this, where the scene
+      has a scene-classification band (SCL), a QA60 band or a cloud mask (nonzero = cloud).
+    cloud_classes: the SCL classes that count as cloud.
+    bands: the bands of a single-file scene, in file order, when its band descriptions do not
+      name them (e.g. B2,B3,B4,B8,B5,B6,B7,B8A,B11,B12,SCL); empty: the descriptions, else
+      the study's order (B04,B03,B02,B08,B05,B06,B07,B8A,B11,B12).
+    scale, offset: each reflectance value becomes value * scale + offset before it is stored
+      (e.g. scale 10000 for 0-1 reflectance; offset -1000 for L2A products of processing
+      baseline 04.00 or later, whose BOA_ADD_OFFSET is -1000; BigEarthNet has no offset).
+  """
+
+  patch_size: int = 120
+  stride: int | None = None
+  max_nodata_fraction: float = 0.5
+  max_cloud_fraction: float = 0.1
+  cloud_classes: tuple[int, ...] = SCL_CLOUD_CLASSES
+  bands: tuple[str, ...] = ()
+  scale: float = 1.0
+  offset: float = 0.0
+
+  def __post_init__(self):
+    config_lib._check(self.patch_size >= 2 and self.patch_size % 2 == 0,
+                      f"patch_size={self.patch_size} must be even and >= 2 (a patch's 20 m bands "
+                      "are a window of half its side)")
+    config_lib._check(self.stride is None or (self.stride >= 2 and self.stride % 2 == 0),
+                      f"stride={self.stride} must be even and >= 2 (20 m pixels must align)")
+    for name in ("max_nodata_fraction", "max_cloud_fraction"):
+      value = getattr(self, name)
+      config_lib._check(0 <= value <= 1, f"{name}={value} must be in [0, 1]")
+    config_lib._check(all(0 <= c <= 255 for c in self.cloud_classes),
+                      f"cloud_classes={list(self.cloud_classes)}: SCL classes are 0..11")
+    config_lib._check(self.scale > 0, f"scene scale={self.scale} must be > 0")
+
+  @property
+  def step(self) -> int:
+    return self.stride or self.patch_size
 
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
-  """Preparing BigEarthNet-S2 (an archive, or TFDS's bigearthnet/all) into records.
+  """Preparing BigEarthNet-S2 (an archive, or TFDS's bigearthnet/all), or Sentinel-2 scenes
+  cut into patches, into records.
 
   Attributes:
     output_dir: the prepared directory `stages.prepare` writes (the study prepares into its
       `--data_dir` instead).
-    source: "archive" (one folder per patch) or "tfds".
+    source: "archive" (one folder per patch), "tfds" or "scenes".
     archive_dir: the archive (source "archive").
     tfds_data_dir, tfds_split: TFDS's data_dir holding bigearthnet/all, the split to read.
     examples_per_shard: patches per TFRecord shard.
@@ -95,6 +147,9 @@ class PrepareConfig:
       get splits generated with the study's procedure.
     split_seed: seed of the generated splits.
     split_percents: the label percentages of the generated splits.
+    scene_dir: Sentinel-2 scenes to cut into unlabelled patches (source "scenes"): each file
+      of the directory a multi-band scene, each folder a scene of one file per band.
+    scenes: how scenes are cut and filtered.
   """
 
   output_dir: str | None = None
@@ -108,9 +163,14 @@ class PrepareConfig:
   split_dirs: tuple[tuple[str, str], ...] = ()
   split_seed: int = 0
   split_percents: tuple[int, ...] = config_lib.STUDY_SPLIT_PERCENTS
+  scene_dir: str | None = None
+  scenes: SceneConfig = SceneConfig()
 
   def __post_init__(self):
     config_lib._check_choice("prepare source (--source)", self.source, PREPARE_SOURCES)
+    config_lib._check(self.source != "scenes" or not self.split_dirs,
+                      "scene patches are unlabelled (stage 1 reads them): --basic_splits and "
+                      "--expanded_splits apply to BigEarthNet only")
     config_lib._check(self.examples_per_shard >= 1,
                       f"examples_per_shard={self.examples_per_shard} must be >= 1")
     config_lib._check(self.workers is None or self.workers >= 1,

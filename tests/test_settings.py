@@ -202,7 +202,17 @@ def test_stages_prepare_takes_the_study_step_0_rows_and_its_own():
   rows = {r.flag: r for r in settings.offered("prepare", settings.PREPARE_GROUPS)}
   assert set(rows) == {"archive_dir", "basic_splits", "expanded_splits", "compute_stats",
                        "examples_per_shard", "workers", "output_dir", "source", "tfds_data_dir",
-                       "tfds_split", "split_seed", "split_percents"}
+                       "tfds_split", "split_seed", "split_percents", "scene_dir", "patch_size",
+                       "stride", "max_nodata_fraction", "max_cloud_fraction", "cloud_classes",
+                       "scene_bands", "scene_scale", "scene_offset"}
+  cfg = settings.resolve(study_config.PrepareConfig(), {
+      "source": "scenes", "scene_dir": "S", "stride": "60", "cloud_classes": "8,9",
+      "scene_bands": "B2,B3,B4,B8,B5,B6,B7,B8A,B11,B12,SCL"}, ["scenes.offset=-1000"],
+      root="prepare")
+  assert (cfg.scene_dir, cfg.scenes.step, cfg.scenes.patch_size, cfg.scenes.cloud_classes,
+          cfg.scenes.bands[-1], cfg.scenes.offset) == ("S", 60, 120, (8, 9), "SCL", -1000.0)
+  with pytest.raises(ValueError, match="stride=61 must be even"):
+    settings.resolve(study_config.PrepareConfig(), {"stride": "61"}, root="prepare")
   # One flag, two fields: the label splits a study uses, the splits stages.prepare generates.
   assert rows["split_percents"].path_on("prepare") == "split_percents"
   assert rows["split_percents"].path_on("study") == "distill.data.split_percents"

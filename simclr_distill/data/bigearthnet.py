@@ -104,14 +104,14 @@ def bicubic_matrix(n_in: int, n_out: int = SIZE) -> np.ndarray:
   return m
 
 
-def to_uint16(plane: np.ndarray) -> np.ndarray:
-  """Upsamples a band to SIZE x SIZE if needed (bicubic), rounds and clips to uint16.
+def to_uint16(plane: np.ndarray, size: int = SIZE) -> np.ndarray:
+  """Upsamples a band to size x size if needed (bicubic), rounds and clips to uint16.
 
   Bicubic overshoots near sharp edges, below 0 and (rarely) above the uint16 range.
   """
   plane = plane.astype(np.float64)
-  if plane.shape != (SIZE, SIZE):
-    m = bicubic_matrix(plane.shape[0])
+  if plane.shape != (size, size):
+    m = bicubic_matrix(plane.shape[0], size)
     plane = m @ plane @ m.T
   return np.clip(np.rint(plane), 0, 65535).astype(np.uint16)
 
@@ -177,8 +177,33 @@ def encode_patch(name: str, image: np.ndarray, multi_hot: np.ndarray) -> bytes:
   return records.encode_example(name, image, labels, dtype="uint16")
 
 
-def _meta_path(output_dir: pathlib.Path, shard: str) -> pathlib.Path:
+def meta_path(output_dir: pathlib.Path, shard: str) -> pathlib.Path:
   return output_dir / (shard + ".meta.json")
+
+
+class BandSums:
+  """Per-band sums of the patches a shard stores (for `band_statistics`)."""
+
+  def __init__(self):
+    self.sum, self.sumsq, self.pixels = np.zeros(len(BANDS)), np.zeros(len(BANDS)), 0
+
+  def add(self, image: np.ndarray) -> None:
+    values = image.reshape(-1, len(BANDS)).astype(np.float64)
+    self.sum += values.sum(0)
+    self.sumsq += (values ** 2).sum(0)
+    self.pixels += values.shape[0]
+
+  def as_meta(self) -> dict:
+    return {"band_sum": self.sum.tolist(), "band_sumsq": self.sumsq.tolist(),
+            "pixels": self.pixels}
+
+
+def band_statistics(metas: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray]:
+  """The per-band mean and std of every patch the shards stored."""
+  pixels = sum(m["pixels"] for m in metas)
+  mean = np.sum([m["band_sum"] for m in metas], 0) / max(pixels, 1)
+  mean_sq = np.sum([m["band_sumsq"] for m in metas], 0) / max(pixels, 1)
+  return mean, np.sqrt(np.maximum(mean_sq - mean ** 2, 0.0))
 
 
 def write_patch_shard(output_dir: pathlib.Path, shard: str,
@@ -189,10 +214,9 @@ def write_patch_shard(output_dir: pathlib.Path, shard: str,
   Returns the metadata: ids, scheme labels, rejects and per-band sums for statistics.
   """
   meta = {"shard": shard, "ids": [], "labels": {s: [] for s in SCHEMES}, "rejects": []}
-  band_sum, band_sumsq, pixels = np.zeros(len(BANDS)), np.zeros(len(BANDS)), 0
+  sums = BandSums()
 
   def serialized():
-    nonlocal band_sum, band_sumsq, pixels
     for item in patches:
       if len(item) == 2:
         meta["rejects"].append(list(item))
@@ -201,19 +225,16 @@ def write_patch_shard(output_dir: pathlib.Path, shard: str,
       meta["ids"].append(name)
       for s in SCHEMES:
         meta["labels"][s].append(scheme_label(multi_hot, s))
-      values = image.reshape(-1, len(BANDS)).astype(np.float64)
-      band_sum += values.sum(0)
-      band_sumsq += (values ** 2).sum(0)
-      pixels += values.shape[0]
+      sums.add(image)
       yield encode_patch(name, image, multi_hot)
 
   records.write_shard(output_dir / shard, serialized())
-  meta.update(band_sum=band_sum.tolist(), band_sumsq=band_sumsq.tolist(), pixels=pixels)
-  fileio.write_json(_meta_path(output_dir, shard), meta)
+  meta.update(sums.as_meta())
+  fileio.write_json(meta_path(output_dir, shard), meta)
   return meta
 
 
-def _init_worker() -> None:
+def init_worker() -> None:
   """One BLAS thread per worker: the workers already fill the cores, and threaded small
   matrix products oversubscribe them."""
   from threadpoolctl import threadpool_limits
@@ -265,22 +286,39 @@ def convert_archive(archive_dir: str | os.PathLike, output_dir: str | os.PathLik
   count = math.ceil(len(folders) / examples_per_shard)
   tasks = [(str(output_dir), records.shard_name(i, count),
             folders[i * examples_per_shard:(i + 1) * examples_per_shard]) for i in range(count)]
-  todo = [t for t in tasks if not _meta_path(output_dir, t[1]).is_file()]
+  log.info("converting %d patches into %d shards", len(folders), count)
+  return convert_shards(output_dir, tasks, _convert_folders, workers=workers,
+                        size=lambda task: len(task[2]),
+                        done=lambda meta: len(meta["ids"]) + len(meta["rejects"]))
+
+
+def convert_shards(output_dir: pathlib.Path, tasks: Sequence[tuple], worker, *,
+                   workers: int | None, size, done, describe=None) -> list[dict]:
+  """Runs `worker` on every task whose shard (`task[1]`) has no metadata file yet, in a pool
+  of spawned processes, logging each finished shard; returns every shard's metadata in task
+  order. A shard is finished once its metadata exists (written last), so a killed conversion
+  resumes at the first unfinished shard.
+
+  Args:
+    size, done: a task's, and a finished shard's (from its metadata), number of patches.
+    describe: a finished shard's metadata -> its log line (default: patches and rejects).
+  """
+  todo = [t for t in tasks if not meta_path(output_dir, t[1]).is_file()]
   for stale in (output_dir / "records").glob(".*.tmp*"):  # left by a killed run; never trusted
     stale.unlink()
-  log.info("converting %d patches into %d shards (%d done before, %d workers)", len(folders),
-           count, count - len(todo), workers or os.cpu_count())
-  start, converted = time.perf_counter(), 0
+  log.info("%d shards to convert (%d done before), %d workers", len(todo),
+           len(tasks) - len(todo), workers or os.cpu_count())
+  describe = describe or (lambda m: f"{len(m['ids'])} patches, {len(m['rejects'])} rejected")
+  start, converted, total = time.perf_counter(), 0, sum(size(t) for t in todo)
   if todo:
     # "spawn": workers must not inherit a TensorFlow runtime initialised in this process.
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-      for meta in pool.imap_unordered(_convert_folders, todo):
-        converted += len(meta["ids"]) + len(meta["rejects"])
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
+      for meta in pool.imap_unordered(worker, todo):
+        converted += done(meta)
         elapsed = time.perf_counter() - start
-        log.info("shard %s: %d patches, %d rejected; %d/%d this run (%.1f patches/s)",
-                 meta["shard"], len(meta["ids"]), len(meta["rejects"]), converted,
-                 sum(len(t[2]) for t in todo), converted / elapsed)
-  return [fileio.read_json(_meta_path(output_dir, t[1])) for t in tasks]
+        log.info("shard %s: %s; %d/%d patches this run (%.1f patches/s)", meta["shard"],
+                 describe(meta), converted, total, converted / elapsed)
+  return [fileio.read_json(meta_path(output_dir, t[1])) for t in tasks]
 
 
 def finalize(output_dir: str | os.PathLike, metas: Sequence[Mapping], *, source: str,
@@ -318,17 +356,7 @@ def finalize(output_dir: str | os.PathLike, metas: Sequence[Mapping], *, source:
                      f"{source} is a BigEarthNet-S2 archive (one folder per patch with its band "
                      ".tif files and labels JSON)")
   fileio.write_text(output_dir / "ids.txt", "".join(f"{i}\n" for i in ids))
-  if compute_stats:
-    pixels = sum(m["pixels"] for m in metas)
-    total = np.sum([m["band_sum"] for m in metas], 0)
-    total_sq = np.sum([m["band_sumsq"] for m in metas], 0)
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - mean ** 2, 0.0))
-    stats_source = f"computed from {len(ids)} patches"
-  else:
-    mean = np.array([PUBLISHED_MEAN[b] for b in BANDS])
-    std = np.array([PUBLISHED_STD[b] for b in BANDS])
-    stats_source = "BigEarthNet published statistics"
+  mean, std, stats_source = standardisation(metas, compute_stats)
   split_report = {}
   for scheme in SCHEMES:
     labels = [label for m in metas for label in m["labels"][scheme]]
@@ -379,6 +407,16 @@ def finalize(output_dir: str | os.PathLike, metas: Sequence[Mapping], *, source:
   return records.PreparedData.open(output_dir)
 
 
+def standardisation(metas: Sequence[Mapping],
+                    compute_stats: bool) -> tuple[np.ndarray, np.ndarray, str]:
+  """The band mean and std the reader standardises with, and where they come from."""
+  if compute_stats:
+    mean, std = band_statistics(metas)
+    return mean, std, f"computed from {sum(len(m['ids']) for m in metas)} patches"
+  return (np.array([PUBLISHED_MEAN[b] for b in BANDS]), np.array([PUBLISHED_STD[b] for b in BANDS]),
+          "BigEarthNet published statistics")
+
+
 def prepare_archive(archive_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
                     examples_per_shard: int = 1000, workers: int | None = None,
                     compute_stats: bool = False,
@@ -408,7 +446,7 @@ def prepare_from_patches(patches: Iterator[tuple[str, np.ndarray, np.ndarray]],
     chunk = itertools.chain([first], itertools.islice(stream, examples_per_shard - 1))
     # The total shard count is unknown while streaming; names carry the index only.
     shard = f"records/part-{index:05d}.tfrecord"
-    meta_path = _meta_path(output_dir, shard)
+    meta_path = meta_path(output_dir, shard)
     if meta_path.is_file():  # Written by an interrupted earlier call: skip its patches.
       collections.deque(chunk, maxlen=0)
       metas.append(fileio.read_json(meta_path))

@@ -207,8 +207,15 @@ class PreparedData:
     Raises:
       ValueError: if the scheme was not prepared.
     """
+    if scheme not in self.schemes and not self.manifest.get("label_keys"):
+      raise ValueError(
+          f"{self.root} holds unlabelled patches ({self.manifest.get('name')}, for stage 1's "
+          f"pretraining): it has no labelling scheme {scheme!r}. Give labelled data (BigEarthNet) "
+          f"as --data_dir, and this directory as an encoder's data "
+          f"(--encoder=NAME:data_dir={self.root})")
     if scheme not in self.schemes:
-      raise ValueError(f"{self.root} has no labelling scheme {scheme!r}; it has {', '.join(self.schemes)}")
+      raise ValueError(f"{self.root} has no labelling scheme {scheme!r}; it has "
+                       f"{', '.join(self.schemes) or 'none'}")
     directory = self.root / "splits" / scheme
     lists = splits_lib.read_split_lists(directory)
     self._check_listed_ids(directory, lists)

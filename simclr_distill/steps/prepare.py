@@ -25,11 +25,11 @@ log = logging.getLogger(__name__)
 
 def run(cfg: PrepareConfig) -> records.PreparedData:
   """Prepares `cfg.output_dir` from an archive (one folder per patch) or TFDS's
-  bigearthnet/all; schemes without imported split lists (`cfg.split_dirs`) get splits
-  generated with the study's procedure.
+  bigearthnet/all (schemes without imported split lists, `cfg.split_dirs`, get splits
+  generated with the study's procedure), or from Sentinel-2 scenes (unlabelled patches).
 
   Raises:
-    ValueError: for no output directory, or an archive source without `archive_dir`.
+    ValueError: for no output directory, or a source without its directory.
   """
   from simclr_distill.data import bigearthnet
 
@@ -37,6 +37,16 @@ def run(cfg: PrepareConfig) -> records.PreparedData:
     raise ValueError("give --output_dir: the prepared data directory to write")
   kwargs = dict(compute_stats=cfg.compute_stats, split_dirs=dict(cfg.split_dirs),
                 seed=cfg.split_seed, percents=list(cfg.split_percents))
+  if cfg.source == "scenes":
+    from simclr_distill.data import scenes
+
+    if not cfg.scene_dir:
+      raise ValueError("--source=scenes needs --scene_dir (multi-band scene files, or one "
+                       "folder per scene with a file per band)")
+    return scenes.prepare_scenes(cfg.scene_dir, cfg.output_dir, cfg.scenes,
+                                 examples_per_shard=cfg.examples_per_shard,
+                                 workers=cfg.workers or os.cpu_count(),
+                                 compute_stats=cfg.compute_stats)
   if cfg.source == "archive":
     if not cfg.archive_dir:
       raise ValueError("--source=archive needs --archive_dir (one folder per patch)")
@@ -54,6 +64,21 @@ def run(cfg: PrepareConfig) -> records.PreparedData:
 def summary(data: records.PreparedData, output_dir) -> list[str]:
   """What a preparation made: the patch count, rejects and each scheme's splits."""
   m = data.manifest
+  if "dropped" in m:  # Scenes: unlabelled patches for stage 1.
+    grid = m["grid"]
+    lines = [f"prepared {m['num_examples']} unlabelled {grid['patch_size']}x{grid['patch_size']} "
+             f"patches (stride {grid['stride']}) into {output_dir}: dropped "
+             f"{m['dropped']['nodata']} mostly no-data and {m['dropped']['cloud']} cloudy; "
+             f"{m['num_rejected']} scene(s) rejected (see rejects.csv)"]
+    for scene in m["scenes"]:
+      if "patches" in scene:
+        lines.append(f"  {scene['name']}: {scene['size'][0]}x{scene['size'][1]}, "
+                     f"{scene['layout']}, cloud mask {scene['cloud_mask'] or 'none'}: "
+                     f"{scene['patches']} of {scene['positions']} patches kept")
+      if "rejected" in scene:
+        lines.append(f"  {scene['name']}: REJECTED: {scene['rejected']}")
+    lines.append(f"  pretrain on them: --encoder=NAME:data_dir={output_dir}")
+    return lines
   lines = [f"prepared {m['num_examples']} patches into {output_dir} "
            f"({m['num_rejected']} rejected, see rejects.csv)"]
   for scheme, report in m["splits"].items():

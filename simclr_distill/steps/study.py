@@ -121,7 +121,8 @@ def _encoder_problems(cfg: StudyConfig, data: records.PreparedData | None) -> li
           and not (pathlib.Path(spec.data_dir) / records.MANIFEST).is_file()):
       problems.append(
           f"encoder {spec.name} pretrains on {spec.data_dir}, which is not prepared data (no "
-          f"{records.MANIFEST}): prepare it there with stages.prepare, or define the encoder "
+          f"{records.MANIFEST}): cut Sentinel-2 scenes into it (`python -m stages.prepare "
+          f"--source=scenes --scene_dir=SCENES --output_dir={spec.data_dir}`), or define the encoder "
           f"with another data_dir (--encoder={spec.name}:optimizer={spec.optimizer},"
           f"data_dir=...), or leave it out (--encoders)")
     if data is not None:
