@@ -143,8 +143,10 @@ def probe_encoder(network: keras.Model | Callable[[], keras.Model], data: record
   digests = provenance.split_digests(data, data.schemes)
   for scheme in schemes:
     lists = split_lists[scheme]
-    val_names = sorted((n for n in lists if n.startswith("val_")), key=lambda n: int(n[4:]))
-    if not val_names:
+    val_names = sorted((n for n in lists if n.startswith("val_") and lists[n]),
+                       key=lambda n: int(n[4:]))
+    if not val_names:  # e.g. a handful of patches: nothing to score a probe on
+      log.warning("no probe on %s: its validation lists are empty", scheme)
       continue
     evaluation = val_names[-1]
     for pct in config.split_percents:

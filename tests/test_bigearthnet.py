@@ -251,3 +251,47 @@ def test_the_paper_study_lists_everything_missing_before_any_training(prepared, 
   assert "encoder CA_adam pretrains on data/california" in message
   assert "encoder CA_sgd pretrains on data/california" in message
   assert not (workdir / "pretrain").exists() and not list(workdir.glob("runs/*"))
+
+
+def test_stage1_pretrains_an_encoder_on_scene_patches_and_probes_it_on_bigearthnet(prepared, tmp_path):
+  # A CA-style encoder: pretrained on unlabelled patches cut from a Sentinel-2 scene, probed
+  # (like every encoder and the random-init network) on the study's labelled validation lists.
+  from benchmarks import scene_files
+
+  # Ten patches leave the generated validation lists empty: lists with room for a probe.
+  out = tmp_path / "bigearthnet"
+  shutil.copytree(prepared[0], out)
+  data = records.PreparedData.open(out)
+  label = {ex["id"].numpy().decode(): int(ex["label_expanded"]) for ex in data.examples()}
+  positives = sorted(i for i, y in label.items() if y)
+  negatives = sorted(i for i, y in label.items() if not y)
+  lists = {"test": [positives[0], negatives[0]], "val_100": positives[1:3] + negatives[1:3],
+           "train_100": positives[3:] + negatives[3:]}
+  for name in (out / "splits" / "expanded").iterdir():
+    name.write_text("".join(f"{i}\n" for i in lists.get(name.name, [])))
+  rng = np.random.default_rng(0)
+  scene_files.write_scene(tmp_path / "scenes" / "T11SKA.tif",
+                          rng.integers(100, 3000, (10, 480, 480)).astype(np.uint16))
+  scenes_out = tmp_path / "california"
+  proc = subprocess.run(
+      [sys.executable, "-m", "stages.prepare", "--source=scenes",
+       f"--scene_dir={tmp_path / 'scenes'}", f"--output_dir={scenes_out}", "--workers=1"],
+      cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"prepared 16 unlabelled 120x120 patches (stride 120) into {scenes_out}" in proc.stdout
+  workdir = tmp_path / "w"
+  proc = subprocess.run(
+      [sys.executable, "-m", "stages.pretrain", "--preset=smoke", f"--data_dir={out}",
+       f"--encoder=CA_adam:data_dir={scenes_out}", f"--workdir={workdir}", "--image_size=32",
+       "--pretrain_epochs=2", "--pretrain_batch_size=4", "--schemes=expanded",
+       "--split_percents=100"],
+      cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  config = json.loads((workdir / "pretrain" / "CA_adam" / "config.json").read_text())
+  assert config["pool"] == 16 and config["data"].startswith("sentinel2-scenes:16:")
+  from simclr_distill import results
+
+  probes = results.read_rows([workdir])
+  assert set(probes["stage"]) == {"pretrain"} and set(probes["labeling"]) == {"expanded"}
+  assert set(probes["encoder"]) == {"CA_adam", "none"} and set(probes["val_examples"]) == {4}
+  assert set(probes["dataset"]) == {"bigearthnet-s2:10:0:size=32"}  # both on BigEarthNet's lists

@@ -101,11 +101,17 @@ def pretrain_encoders(cfg: StudyConfig, data: records.PreparedData, strategy, *,
       finished = cfg.workdir / PRETRAIN / spec.name / simclr.CHECKPOINT
       before = finished.stat().st_mtime_ns if finished.is_file() else None
       begin = time.perf_counter()
+      # An encoder pretrained on other data (unlabelled scene patches, say) is probed on the
+      # study's labelled splits, like every other encoder and the random-init network.
       checkpoint = run_pretraining(
           pcfg, own, cfg.workdir, strategy=strategy, checkpoint=checkpointing.CheckpointPolicy(
               train_cfg.checkpoint_steps, train_cfg.checkpoint_minutes),
-          probe=cfg.probe_config(), preset=cfg.distill.preset,
+          probe=cfg.probe_config() if own is data else None, preset=cfg.distill.preset,
           retrain_stale=cfg.distill.retrain_stale)
+      if own is not data and cfg.probe and runtime.is_writer(strategy):
+        probe_pretraining(pcfg, data, cfg.workdir, checkpoint, cfg.probe_config(),
+                          global_batch=pcfg.batch_size * strategy.num_replicas_in_sync,
+                          preset=cfg.distill.preset, retrain_stale=cfg.distill.retrain_stale)
       reused = before is not None and finished.is_file() and finished.stat().st_mtime_ns == before
       progress.done("encoder", None if reused else time.perf_counter() - begin)
     encoders.append(teacher_net.Encoder(name=spec.name, optimizer=spec.optimizer,
