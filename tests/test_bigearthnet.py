@@ -295,3 +295,16 @@ def test_stage1_pretrains_an_encoder_on_scene_patches_and_probes_it_on_bigearthn
   assert set(probes["stage"]) == {"pretrain"} and set(probes["labeling"]) == {"expanded"}
   assert set(probes["encoder"]) == {"CA_adam", "none"} and set(probes["val_examples"]) == {4}
   assert set(probes["dataset"]) == {"bigearthnet-s2:10:0:size=32"}  # both on BigEarthNet's lists
+  # Scene patches of another size: the study names the mismatch before anything trains.
+  from simclr_distill.data import scenes
+  from simclr_distill.study_config import SceneConfig
+
+  scenes.prepare_scenes(tmp_path / "scenes", tmp_path / "ca96", SceneConfig(patch_size=96), workers=1)
+  proc = subprocess.run(
+      [sys.executable, "-m", "stages.study", "--preset=smoke", f"--data_dir={out}",
+       f"--encoder=CA_adam:data_dir={tmp_path / 'ca96'}", f"--workdir={tmp_path / 'w96'}",
+       "--schemes=expanded", "--split_percents=100"],
+      cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2 and "nothing was trained" in proc.stderr, proc.stderr[-3000:]
+  assert "encoder CA_adam: its data" in proc.stderr and "(96, 96, 10)" in proc.stderr
+  assert "(120, 120, 10)" in proc.stderr and not (tmp_path / "w96" / "pretrain").exists()

@@ -125,6 +125,18 @@ def _encoder_problems(cfg: StudyConfig, data: records.PreparedData | None) -> li
           f"--source=scenes --scene_dir=SCENES --output_dir={spec.data_dir}`), or define the encoder "
           f"with another data_dir (--encoder={spec.name}:optimizer={spec.optimizer},"
           f"data_dir=...), or leave it out (--encoders)")
+    elif (spec.pretrained and not spec.checkpoint and spec.data_dir and not finished
+          and data is not None):
+      d = cfg.distill.data
+      try:
+        own = records.PreparedData.open(spec.data_dir, bands=d.bands or None,
+                                        image_size=d.image_size, standardize=d.standardize)
+        if own.image_shape != data.image_shape:
+          problems.append(f"encoder {spec.name}: its data {spec.data_dir} has images of "
+                          f"{own.image_shape}, the study's {data.image_shape}; prepare both "
+                          "alike (--patch_size of --source=scenes), or give --image_size")
+      except (ValueError, FileNotFoundError) as e:
+        problems.append(f"encoder {spec.name}: {e}")
     if data is not None:
       try:
         models.check_input_size(spec.pretrain_config(cfg.pretrain).arch, data.image_shape)
