@@ -295,7 +295,7 @@ def convert_archive(archive_dir: str | os.PathLike, output_dir: str | os.PathLik
 def convert_shards(output_dir: pathlib.Path, tasks: Sequence[tuple], worker, *,
                    workers: int | None, size, done, describe=None) -> list[dict]:
   """Runs `worker` on every task whose shard (`task[1]`) has no metadata file yet, in a pool
-  of spawned processes, logging each finished shard; returns every shard's metadata in task
+  of spawned processes (in this process for one worker), logging each finished shard; returns every shard's metadata in task
   order. A shard is finished once its metadata exists (written last), so a killed conversion
   resumes at the first unfinished shard.
 
@@ -310,14 +310,25 @@ def convert_shards(output_dir: pathlib.Path, tasks: Sequence[tuple], worker, *,
            len(tasks) - len(todo), workers or os.cpu_count())
   describe = describe or (lambda m: f"{len(m['ids'])} patches, {len(m['rejects'])} rejected")
   start, converted, total = time.perf_counter(), 0, sum(size(t) for t in todo)
-  if todo:
+
+  def _log_shard(meta: dict) -> dict:
+    nonlocal converted
+    converted += done(meta)
+    log.info("shard %s: %s; %d/%d patches this run (%.1f patches/s)", meta["shard"],
+             describe(meta), converted, total, converted / (time.perf_counter() - start))
+    return meta
+
+  if workers == 1:  # One worker: this process does the work (no pool to start).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+      for task in todo:
+        _log_shard(worker(task))
+  elif todo:
     # "spawn": workers must not inherit a TensorFlow runtime initialised in this process.
     with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
       for meta in pool.imap_unordered(worker, todo):
-        converted += done(meta)
-        elapsed = time.perf_counter() - start
-        log.info("shard %s: %s; %d/%d patches this run (%.1f patches/s)", meta["shard"],
-                 describe(meta), converted, total, converted / elapsed)
+        _log_shard(meta)
   return [fileio.read_json(meta_path(output_dir, t[1])) for t in tasks]
 
 
