@@ -305,3 +305,15 @@ def test_an_l2a_safe_product_is_read_as_it_is(bands, tmp_path):
   _per_band_folder(tmp_path / "t" / "x", small)
   tif = _images(_convert(tmp_path / "t", tmp_path / "t_out"))
   np.testing.assert_array_equal(image, tif["x_r00120_c00000"])
+
+
+def test_a_conversion_resumes_from_another_path_to_the_same_scenes(bands, tmp_path):
+  _single_file(tmp_path / "s" / "a.tif", bands)
+  _convert(tmp_path / "s", tmp_path / "o", examples_per_shard=8)
+  plan = json.loads((tmp_path / "o" / scenes.PLAN).read_text())
+  assert plan["plan"]["scenes"][0]["source"] == "a.tif"
+  (tmp_path / "link").symlink_to(tmp_path / "s")
+  for meta in list((tmp_path / "o" / "records").glob("*.meta.json"))[:3]:
+    meta.unlink()
+  again = _convert(tmp_path / "link", tmp_path / "o", examples_per_shard=8)
+  assert again.manifest["num_examples"] == 64

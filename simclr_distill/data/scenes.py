@@ -428,6 +428,17 @@ def _convert_rows(task: tuple) -> dict:
 # ---- The conversion ----------------------------------------------------------------------------
 
 
+def _relative(scene: dict, scene_dir) -> dict:
+  out = {**scene, "source": os.path.relpath(scene["source"], scene_dir)}
+  for key in ("bands", "mask"):
+    if isinstance(out[key], dict):
+      out[key] = {**out[key], "path": os.path.relpath(out[key]["path"], scene_dir)}
+    elif out[key] is not None:
+      out[key] = [{**layer, "path": os.path.relpath(layer["path"], scene_dir)}
+                  for layer in out[key]]
+  return out
+
+
 def plan_shards(scenes: Sequence[Scene], cfg: SceneConfig,
                 examples_per_shard: int) -> list[tuple[Scene, list[int]]]:
   """Each shard's scene and patch rows: consecutive rows of one scene holding at most
@@ -472,8 +483,10 @@ def convert_scenes(scene_dir: str | os.PathLike, output_dir: str | os.PathLike,
                    "layout": scene.layout, "cloud_mask": scene.mask_kind,
                    "positions": len(rows) * len(cols)})
   shards = plan_shards(scenes, cfg, examples_per_shard)
-  plan = {"scenes": [dataclasses.asdict(s) for s in scenes], "settings": dataclasses.asdict(cfg),
-          "examples_per_shard": examples_per_shard}
+  # The plan names files relative to the scene directory: a resumption may reach it by
+  # another path (another working directory, a mount point).
+  plan = {"scenes": [_relative(dataclasses.asdict(s), scene_dir) for s in scenes],
+          "settings": dataclasses.asdict(cfg), "examples_per_shard": examples_per_shard}
   digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
   plan_path = output_dir / PLAN
   if plan_path.is_file():
