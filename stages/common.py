@@ -492,7 +492,7 @@ def run_or_explain(main: Callable[[], None], *, resumable: bool = True) -> None:
 
 
 # The install extra (pyproject.toml) that provides each optional top-level module.
-_EXTRAS = {"tensorflow": "train", "keras": "train", "tensorboard": "train", "tifffile": "train", "rasterio": "train",
+_EXTRAS = {"tensorflow": "train", "keras": "train", "tensorboard": "train", "tifffile": "train", "rasterio": "train", "google_crc32c": "train",
            "threadpoolctl": "train", "tensorflow_datasets": "tfds", "dash": "dashboard",
            "dash_ag_grid": "dashboard", "plotly": "dashboard"}
 

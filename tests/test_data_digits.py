@@ -56,3 +56,39 @@ def test_reopening_skips_and_bad_directories_are_explained(prepared, tmp_path):
     records.PreparedData.open(tmp_path)
   with pytest.raises(ValueError, match="no labelling scheme 'rice'"):
     prepared.splits("rice")
+
+
+def _tensorflow_example(example_id, image, labels, dtype):
+  feature = {
+      "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[example_id.encode()])),
+      "image": tf.train.Feature(bytes_list=tf.train.BytesList(
+          value=[np.ascontiguousarray(image, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()])),
+  }
+  for key, value in labels.items():
+    feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(
+        value=[int(v) for v in np.atleast_1d(value)]))
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+      deterministic=True)
+
+
+def test_records_written_without_tensorflow_are_tensorflows_bytes(tmp_path):
+  # Conversion workers encode and frame records without TensorFlow (data/tfrecord.py): the
+  # bytes must be what tf.train.Example and TFRecordWriter make, or resumed and fresh
+  # conversions (and the digests of the data) would differ.
+  from simclr_distill.data import tfrecord
+
+  rng = np.random.default_rng(0)
+  cases = [("T11SKA_r00000_c00120", rng.integers(0, 65535, (120, 120, 10)), {}, "uint16"),
+           ("S2A_1", rng.integers(0, 65535, (120, 120, 10)),
+            {"label_basic": 1, "label_expanded": 0, "labels": np.eye(43, dtype=np.int64)[12]},
+            "uint16"),
+           ("digit-0001", rng.random((8, 8, 1)), {"class": 7, "label_basic": 0}, "float32"),
+           ("négatif", rng.random((2, 2, 1)), {"a": -3, "b": 2 ** 40, "empty": []}, "float32")]
+  ours = [tfrecord.encode_example(*case) for case in cases]
+  assert ours == [_tensorflow_example(*case) for case in cases]
+  tfrecord.write_shard(tmp_path / "ours.tfrecord", ours)
+  with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as writer:
+    for record in ours:
+      writer.write(record)
+  assert (tmp_path / "ours.tfrecord").read_bytes() == (tmp_path / "tf.tfrecord").read_bytes()
+  assert [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "ours.tfrecord"))] == ours

@@ -27,14 +27,17 @@ import multiprocessing
 import os
 import pathlib
 import time
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from simclr_distill import fileio
 from simclr_distill.config import STUDY_SPLIT_PERCENTS
-from simclr_distill.data import records
 from simclr_distill.data import splits as splits_lib
+from simclr_distill.data import tfrecord
+
+if TYPE_CHECKING:
+  from simclr_distill.data import records
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +177,7 @@ def read_patch(folder: str | os.PathLike) -> tuple[str, np.ndarray, np.ndarray]:
 def encode_patch(name: str, image: np.ndarray, multi_hot: np.ndarray) -> bytes:
   labels = {f"label_{s}": scheme_label(multi_hot, s) for s in SCHEMES}
   labels["labels"] = multi_hot
-  return records.encode_example(name, image, labels, dtype="uint16")
+  return tfrecord.encode_example(name, image, labels, dtype="uint16")
 
 
 def meta_path(output_dir: pathlib.Path, shard: str) -> pathlib.Path:
@@ -228,7 +231,7 @@ def write_patch_shard(output_dir: pathlib.Path, shard: str,
       sums.add(image)
       yield encode_patch(name, image, multi_hot)
 
-  records.write_shard(output_dir / shard, serialized())
+  tfrecord.write_shard(output_dir / shard, serialized())
   meta.update(sums.as_meta())
   fileio.write_json(meta_path(output_dir, shard), meta)
   return meta
@@ -284,7 +287,7 @@ def convert_archive(archive_dir: str | os.PathLike, output_dir: str | os.PathLik
   output_dir = pathlib.Path(output_dir)
   folders = list_patches(archive_dir)
   count = math.ceil(len(folders) / examples_per_shard)
-  tasks = [(str(output_dir), records.shard_name(i, count),
+  tasks = [(str(output_dir), tfrecord.shard_name(i, count),
             folders[i * examples_per_shard:(i + 1) * examples_per_shard]) for i in range(count)]
   log.info("converting %d patches into %d shards", len(folders), count)
   return convert_shards(output_dir, tasks, _convert_folders, workers=workers,
@@ -399,8 +402,8 @@ def finalize(output_dir: str | os.PathLike, metas: Sequence[Mapping], *, source:
         "sizes": {n: len(v) for n, v in lists.items()},
         "positive_rates": {n: float(np.mean([label_of[i] for i in v])) if v else 0.0
                            for n, v in lists.items()}}
-  fileio.write_json(output_dir / records.MANIFEST, {
-      "format": records.FORMAT, "name": "bigearthnet-s2", "source": source,
+  fileio.write_json(output_dir / tfrecord.MANIFEST, {
+      "format": tfrecord.FORMAT, "name": "bigearthnet-s2", "source": source,
       "image_shape": [SIZE, SIZE, len(BANDS)], "image_dtype": "uint16", "band_names": list(BANDS),
       "transform": "uint16 reflectance; 20 m bands bicubic-upsampled 60->120 and rounded; "
                    "reader standardises with band_mean/band_std",
@@ -415,6 +418,8 @@ def finalize(output_dir: str | os.PathLike, metas: Sequence[Mapping], *, source:
       "shards": [m["shard"] for m in metas],
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   })
+  from simclr_distill.data import records  # TensorFlow: not in conversion workers
+
   return records.PreparedData.open(output_dir)
 
 

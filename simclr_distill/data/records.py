@@ -26,45 +26,10 @@ import tensorflow as tf
 
 from simclr_distill import fileio
 from simclr_distill.data import splits as splits_lib
+# The format's constants and its writer need no TensorFlow (conversion workers use them).
+from simclr_distill.data.tfrecord import FORMAT, MANIFEST, encode_example, shard_name, write_shard
 
-FORMAT = "simclr_distill.records/1"
 RGB = ("B04", "B03", "B02")
-MANIFEST = "dataset.json"
-
-
-def shard_name(index: int, count: int) -> str:
-  return f"records/part-{index:05d}-of-{count:05d}.tfrecord"
-
-
-def encode_example(example_id: str, image: np.ndarray, labels: Mapping[str, int | Sequence[int]],
-                   dtype: str = "float32") -> bytes:
-  """Serialises one example as a tf.train.Example (image stored as `dtype`)."""
-  feature = {
-      "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[example_id.encode()])),
-      "image": tf.train.Feature(bytes_list=tf.train.BytesList(
-          value=[np.ascontiguousarray(image, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()])),
-  }
-  for key, value in labels.items():
-    values = [int(v) for v in np.atleast_1d(value)]
-    feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-  # Deterministic serialisation: a resumed conversion writes byte-identical shards.
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
-      deterministic=True)
-
-
-def write_shard(path: str | pathlib.Path, serialized: Iterable[bytes]) -> int:
-  """Writes serialised examples to one TFRecord file atomically; returns the count."""
-  count = 0
-
-  def writer(tmp):
-    nonlocal count
-    with tf.io.TFRecordWriter(str(tmp)) as w:
-      for record in serialized:
-        w.write(record)
-        count += 1
-
-  fileio.atomic_write(path, writer)
-  return count
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,12 +48,15 @@ import math
 import os
 import pathlib
 import re
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from simclr_distill import fileio
-from simclr_distill.data import bigearthnet, records
+from simclr_distill.data import bigearthnet, tfrecord
+
+if TYPE_CHECKING:
+  from simclr_distill.data import records
 from simclr_distill.study_config import SceneConfig
 
 log = logging.getLogger(__name__)
@@ -416,10 +419,11 @@ def _convert_rows(task: tuple) -> dict:
       else:
         meta["ids"].append(item[1])
         sums.add(item[2])
-        yield records.encode_example(item[1], item[2], {}, dtype="uint16")
+        yield tfrecord.encode_example(item[1], item[2], {}, dtype="uint16")
 
-  with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
-    records.write_shard(pathlib.Path(output_dir) / shard, serialized())
+  # rasterio takes an integer GDAL_CACHEMAX in bytes.
+  with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2 ** 20, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+    tfrecord.write_shard(pathlib.Path(output_dir) / shard, serialized())
   meta.update(sums.as_meta())
   fileio.write_json(bigearthnet.meta_path(pathlib.Path(output_dir), shard), meta)
   return meta
@@ -501,7 +505,7 @@ def convert_scenes(scene_dir: str | os.PathLike, output_dir: str | os.PathLike,
   else:
     output_dir.mkdir(parents=True, exist_ok=True)
     fileio.write_json(plan_path, {"digest": digest, "plan": plan})
-  tasks = [(str(output_dir), records.shard_name(i, len(shards)), scene, cfg, rows, digest)
+  tasks = [(str(output_dir), tfrecord.shard_name(i, len(shards)), scene, cfg, rows, digest)
            for i, (scene, rows) in enumerate(shards)]
   log.info("cutting %d scene(s) (%d rejected) into %d grid positions, %d shards", len(scenes),
            len(report) - len(scenes), sum(r.get("positions", 0) for r in report), len(tasks))
@@ -557,8 +561,8 @@ def finalize(output_dir: str | os.PathLike, metas: Sequence[Mapping], report: Se
                 "(0-1 reflectance needs --scene_scale=10000; L2A baseline >= 04.00 "
                 "--scene_offset=-1000)", ", ".join(f"{b} {r:.2g}" for b, r in zip(BANDS, ratio)))
   p = cfg.patch_size
-  fileio.write_json(output_dir / records.MANIFEST, {
-      "format": records.FORMAT, "name": "sentinel2-scenes", "source": source,
+  fileio.write_json(output_dir / tfrecord.MANIFEST, {
+      "format": tfrecord.FORMAT, "name": "sentinel2-scenes", "source": source,
       "image_shape": [p, p, len(BANDS)], "image_dtype": "uint16", "band_names": list(BANDS),
       "transform": f"uint16 reflectance x {cfg.scale:g} + {cfg.offset:g}; {p}x{p} patches of "
                    f"10 m pixels every {cfg.step} pixels; 20 m bands bicubic-upsampled "
@@ -574,6 +578,8 @@ def finalize(output_dir: str | os.PathLike, metas: Sequence[Mapping], report: Se
       "scenes": list(report), "shards": [m["shard"] for m in metas],
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   })
+  from simclr_distill.data import records  # TensorFlow: not in conversion workers
+
   return records.PreparedData.open(output_dir)
 
 
