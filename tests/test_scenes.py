@@ -317,3 +317,19 @@ def test_a_conversion_resumes_from_another_path_to_the_same_scenes(bands, tmp_pa
     meta.unlink()
   again = _convert(tmp_path / "link", tmp_path / "o", examples_per_shard=8)
   assert again.manifest["num_examples"] == 64
+
+
+@pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")  # rasterio.transform
+def test_a_truncated_jpeg2000_band_is_found_when_decoded_and_its_scene_rejected(tmp_path):
+  small = _bands(side=240)
+  for band, plane in small.items():
+    _jp2(tmp_path / "s" / "broken" / f"{band}.jp2", plane, 10 if band in bigearthnet.BANDS_10M else 20)
+  f = tmp_path / "s" / "broken" / "B04.jp2"
+  f.write_bytes(f.read_bytes()[:len(f.read_bytes()) * 6 // 10])
+  _single_file(tmp_path / "s" / "good.tif", _bands())
+  data = _convert(tmp_path / "s", tmp_path / "o")
+  assert data.manifest["num_examples"] == 64 and all(i.startswith("good_") for i in data.ids())
+  rejects = pd.read_csv(tmp_path / "o" / "rejects.csv").set_index("patch")["reason"].to_dict()
+  assert list(rejects) == ["broken"] and "unreadable in rows 0-240: RasterioIOError" in rejects["broken"]
+  broken = next(s for s in data.manifest["scenes"] if s["name"] == "broken")
+  assert broken["patches"] == 0 and "unreadable" in broken["rejected"]

@@ -342,30 +342,23 @@ def _windows(scene: Scene, rows: Sequence[int], width: int, patch_size: int, str
       yield r0, planes, mask, chunk
 
 
-def cut_patch(scene: Scene, cfg: SceneConfig, planes: Sequence[np.ndarray],
-              mask: np.ndarray | None, top: int, row: int,
-              col: int) -> tuple[np.ndarray, float, float | None]:
-  """The patch at (`row`, `col`) of the 10 m grid, from arrays holding every band's (and the
-  mask's) pixels of a block of rows starting at 10 m row `top`, whole width.
+def _window(plane: np.ndarray, layer: Layer, top: int, row: int, col: int, p: int) -> np.ndarray:
+  f = layer.factor
+  r = row // f - top // f
+  return plane[r:r + p // f, col // f:(col + p) // f]
 
-  Returns:
-    (uint16 image [P, P, 10] in BANDS order, no-data fraction, cloud fraction or None).
-  """
+
+def patch_fractions(scene: Scene, cfg: SceneConfig, planes: Sequence[np.ndarray],
+                    mask: np.ndarray | None, top: int, row: int, col: int) -> tuple[float, float | None]:
+  """The no-data and cloud fractions (None without a cloud mask) of the patch at (`row`,
+  `col`) of the 10 m grid, from arrays holding every band's (and the mask's) pixels of a block
+  of rows starting at 10 m row `top`, whole width."""
   p = cfg.patch_size
   missing = np.ones((p, p), bool)
-  images = []
-  for band, layer, plane in zip(BANDS, scene.bands, planes):
+  for layer, plane in zip(scene.bands, planes):
+    absent = _absent(_window(plane, layer, top, row, col, p), scene.nodata)
     f = layer.factor
-    r = row // f - top // f
-    window = plane[r:r + p // f, col // f:(col + p) // f].astype(np.float64)
-    absent = (window == 0) | np.isnan(window)
-    if scene.nodata is not None and not math.isnan(scene.nodata):
-      absent |= window == scene.nodata
     missing &= np.repeat(np.repeat(absent, f, 0), f, 1) if f > 1 else absent
-    window = np.where(absent, 0.0, window * cfg.scale + cfg.offset)
-    if band in bigearthnet.BANDS_20M and f == 1:  # On the 10 m grid: back to its 20 m pixels.
-      window = window.reshape(p // 2, 2, p // 2, 2).mean(axis=(1, 3))
-    images.append(bigearthnet.to_uint16(window, p))
   cloud = None
   if mask is not None:
     f = scene.mask.factor
@@ -377,25 +370,52 @@ def cut_patch(scene: Scene, cfg: SceneConfig, planes: Sequence[np.ndarray],
     else:
       cloudy = np.nan_to_num(m) != 0
     cloud = float(cloudy.mean())
-  return np.stack(images, axis=-1), float(missing.mean()), cloud
+  return float(missing.mean()), cloud
+
+
+def _absent(window: np.ndarray, nodata: float | None) -> np.ndarray:
+  absent = (window == 0) | np.isnan(window) if window.dtype.kind == "f" else window == 0
+  if nodata is not None and not math.isnan(nodata):
+    absent |= window == nodata
+  return absent
+
+
+def patch_image(scene: Scene, cfg: SceneConfig, planes: Sequence[np.ndarray], top: int, row: int,
+                col: int) -> np.ndarray:
+  """The uint16 image [P, P, 10] (BANDS order) of the patch at (`row`, `col`) (arguments as
+  `patch_fractions`): reflectances x scale + offset, no-data pixels 0, 20 m bands upsampled
+  from their 20 m pixels as BigEarthNet's."""
+  p = cfg.patch_size
+  images = []
+  for band, layer, plane in zip(BANDS, scene.bands, planes):
+    window = _window(plane, layer, top, row, col, p)
+    values = np.where(_absent(window, scene.nodata), 0.0,
+                      window.astype(np.float64) * cfg.scale + cfg.offset)
+    if band in bigearthnet.BANDS_20M and layer.factor == 1:  # On the 10 m grid: back to 20 m.
+      values = values.reshape(p // 2, 2, p // 2, 2).mean(axis=(1, 3))
+    images.append(bigearthnet.to_uint16(values, p))
+  return np.stack(images, axis=-1)
 
 
 def _scene_patches(scene: Scene, cfg: SceneConfig, rows: Sequence[int]) -> Iterator[tuple]:
   """Yields ("patch", name, image), ("drop", reason) or ("reject", reason) for the patches
   of the given patch rows."""
+  import rasterio
+
   cols = scene.grid(cfg.patch_size, cfg.step)[1]
   try:
-    for r0, planes, mask, chunk in _windows(scene, rows, scene.width, cfg.patch_size, cfg.step):
+    for top, planes, mask, chunk in _windows(scene, rows, scene.width, cfg.patch_size, cfg.step):
       for row in chunk:
         for col in cols:
-          image, nodata, cloud = cut_patch(scene, cfg, planes, mask, r0, row, col)
+          nodata, cloud = patch_fractions(scene, cfg, planes, mask, top, row, col)
           if nodata > cfg.max_nodata_fraction:
             yield ("drop", "nodata")
           elif cloud is not None and cloud > cfg.max_cloud_fraction:
             yield ("drop", "cloud")
           else:
-            yield ("patch", patch_name(scene.name, row, col), image)
-  except Exception as e:  # GDAL/OpenJPEG raise for damaged data only when it is decoded.
+            yield ("patch", patch_name(scene.name, row, col),
+                   patch_image(scene, cfg, planes, top, row, col))
+  except (rasterio.errors.RasterioError, OSError) as e:  # damaged data, found when decoded
     yield ("reject", f"unreadable in rows {rows[0]}-{rows[-1] + cfg.patch_size}: "
                      f"{type(e).__name__}: {e}")
 
