@@ -462,10 +462,10 @@ def prepare_from_patches(patches: Iterator[tuple[str, np.ndarray, np.ndarray]],
     chunk = itertools.chain([first], itertools.islice(stream, examples_per_shard - 1))
     # The total shard count is unknown while streaming; names carry the index only.
     shard = f"records/part-{index:05d}.tfrecord"
-    meta_path = meta_path(output_dir, shard)
-    if meta_path.is_file():  # Written by an interrupted earlier call: skip its patches.
+    finished = meta_path(output_dir, shard)
+    if finished.is_file():  # Written by an interrupted earlier call: skip its patches.
       collections.deque(chunk, maxlen=0)
-      metas.append(fileio.read_json(meta_path))
+      metas.append(fileio.read_json(finished))
     else:
       metas.append(write_patch_shard(output_dir, shard, chunk))
   return finalize(output_dir, metas, source=source, **finalize_kwargs)
