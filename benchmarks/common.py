@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import resource
 import shutil
 import statistics
@@ -342,3 +343,18 @@ class Report:
     if FLAGS.json:
       pathlib.Path(FLAGS.json).write_text(json.dumps({"title": self.title, "rows": self.rows,
                                                       "notes": self.notes}, indent=1))
+
+
+def memory_status() -> dict[str, float]:
+  """VmRSS and VmHWM of this process, MiB."""
+  text = pathlib.Path("/proc/self/status").read_text()
+  return {k: int(v) / 1024 for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", text, re.M)}
+
+
+def reset_peak() -> bool:
+  """Resets VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
+  try:
+    pathlib.Path("/proc/self/clear_refs").write_text("5")
+    return True
+  except OSError:
+    return False

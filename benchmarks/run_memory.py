@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -78,21 +77,6 @@ def _config(workdir: pathlib.Path):
       "train.reuse_models": FLAGS.reuse_models})
 
 
-def _status() -> dict[str, float]:
-  """VmRSS and VmHWM of this process, MiB."""
-  text = pathlib.Path("/proc/self/status").read_text()
-  return {k: int(v) / 1024 for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", text, re.M)}
-
-
-def _reset_peak() -> bool:
-  """Resets VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
-  try:
-    pathlib.Path("/proc/self/clear_refs").write_text("5")
-    return True
-  except OSError:
-    return False
-
-
 def _slope(x, y) -> float:
   """Least-squares slope."""
   return float(np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)[0]) if len(x) > 1 else 0.0
@@ -125,17 +109,17 @@ def _measure(workdir: pathlib.Path) -> list[dict]:
           if r.stage == "distill"]
   label.prepare_teachers(config, ctx, runs)
   rows: list[dict] = []
-  start = _status()
+  start = common.memory_status()
   print(f"before the runs: RSS {start['VmRSS']:.0f} MiB, peak {start['VmHWM']:.0f} MiB", flush=True)
   peak_so_far = start["VmHWM"]
-  if not _reset_peak():
+  if not common.reset_peak():
     print("note: /proc/self/clear_refs is not writable: each run's peak is the process's so far")
   clock = time.perf_counter()
 
   def after(run, row):
     nonlocal clock, peak_so_far
     now = time.perf_counter()
-    status = _status()
+    status = common.memory_status()
     peak_so_far = max(peak_so_far, status["VmHWM"])
     rows.append({"run": len(rows) + 1, "seed": run.seed, "rss_mib": status["VmRSS"],
                  # The peak since the process started where VmHWM cannot be reset.
@@ -147,7 +131,7 @@ def _measure(workdir: pathlib.Path) -> list[dict]:
     print(f"  run {r['run']:3d} (seed {r['seed']:2d}): RSS {r['rss_mib']:7.0f} MiB, run peak "
           f"{r['run_peak_mib']:7.0f} MiB, peak so far {r['peak_so_far_mib']:7.0f} MiB, "
           f"{r['seconds']:6.2f} s, f1 {r['f1']:.4f}", flush=True)
-    _reset_peak()
+    common.reset_peak()
     clock = time.perf_counter()
 
   loop.train_runs(runs, ctx, "bench", after=after)

@@ -319,8 +319,8 @@ def patch_name(scene: str, row: int, col: int) -> str:
 def _windows(scene: Scene, rows: Sequence[int], width: int, patch_size: int, stride: int):
   """Reads the scene's rows covering `rows` (patch-row offsets), a few patch rows at a time,
   yielding (first row of the block, [one array per band], mask array or None, offsets)."""
-  per_row = sum(width // layer.factor * max(stride, patch_size) // layer.factor * 8
-                for layer in scene.bands)  # float64 once converted
+  per_row = sum(width // layer.factor * max(stride, patch_size) // layer.factor * 4
+                for layer in scene.bands)  # bytes of a patch row's pixels (uint16 .. float32)
   block = max(1, READ_BUDGET // max(per_row, 1))
   from rasterio.windows import Window
 
