@@ -333,3 +333,18 @@ def test_a_truncated_jpeg2000_band_is_found_when_decoded_and_its_scene_rejected(
   assert list(rejects) == ["broken"] and "unreadable in rows 0-240: RasterioIOError" in rejects["broken"]
   broken = next(s for s in data.manifest["scenes"] if s["name"] == "broken")
   assert broken["patches"] == 0 and "unreadable" in broken["rejected"]
+
+
+def test_compute_stats_standardises_with_the_patches_own_statistics(single, tmp_path):
+  data = scenes.prepare_scenes(pathlib.Path(single.manifest["source"]), tmp_path / "o",
+                               examples_per_shard=1000, workers=1, compute_stats=True)
+  images = np.stack(list(_images(data).values())).astype(np.float64)
+  m = data.manifest
+  assert m["band_stats_source"] == "computed from 64 patches"
+  np.testing.assert_allclose(m["band_mean"], images.mean(axis=(0, 1, 2)), rtol=1e-9)
+  np.testing.assert_allclose(m["band_std"], images.std(axis=(0, 1, 2)), rtol=1e-6)
+  first = next(iter(data.examples()))  # the reader standardises with them
+  raw = _images(data)[first["id"].numpy().decode()]
+  np.testing.assert_allclose(first["image"].numpy(), (raw - np.array(m["band_mean"])) /
+                             np.array(m["band_std"]), rtol=1e-4, atol=1e-4)
+  assert _shard_bytes(data.root) == _shard_bytes(single.root)  # the records themselves unchanged
