@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pathlib
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -27,7 +27,8 @@ import tensorflow as tf
 from simclr_distill import fileio
 from simclr_distill.data import splits as splits_lib
 # The format's constants and its writer need no TensorFlow (conversion workers use them).
-from simclr_distill.data.tfrecord import FORMAT, MANIFEST, encode_example, shard_name, write_shard
+from simclr_distill.data.tfrecord import (  # noqa: F401  (re-exported)
+    FORMAT, MANIFEST, encode_example, shard_name, write_shard)
 
 RGB = ("B04", "B03", "B02")
 
