@@ -371,8 +371,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("scene_scale", "prepare.scenes.scale", FLOAT, "Multiply scene reflectances by this "
             "before storing (10000 for 0-1 reflectance; default 1).", "prepare_stage"),
     Setting("scene_offset", "prepare.scenes.offset", FLOAT, "Then add this (-1000 for L2A "
-            "processing baseline >= 04.00, whose BOA_ADD_OFFSET is -1000; default 0).",
-            "prepare_stage"),
+            "processing baseline >= 04.00 exports, whose BOA_ADD_OFFSET is -1000; default 0). "
+            "A .SAFE product's own MTD_MSIL2A.xml offsets take its place.", "prepare_stage"),
     Setting("tfds_data_dir", "prepare.tfds_data_dir", STR, "TFDS data_dir holding "
             "bigearthnet/all (--source=tfds).", "prepare_stage"),
     Setting("tfds_split", "prepare.tfds_split", STR, "TFDS split to read (bigearthnet has only "

@@ -99,7 +99,8 @@ class SceneConfig:
       the study's order (B04,B03,B02,B08,B05,B06,B07,B8A,B11,B12).
     scale, offset: each reflectance value becomes value * scale + offset before it is stored
       (e.g. scale 10000 for 0-1 reflectance; offset -1000 for L2A products of processing
-      baseline 04.00 or later, whose BOA_ADD_OFFSET is -1000; BigEarthNet has no offset).
+      baseline 04.00 or later, whose BOA_ADD_OFFSET is -1000; BigEarthNet has no offset). A
+      .SAFE product whose MTD_MSIL2A.xml declares its offsets gets those instead of `offset`.
   """
 
   patch_size: int = 120

@@ -348,3 +348,34 @@ def test_compute_stats_standardises_with_the_patches_own_statistics(single, tmp_
   np.testing.assert_allclose(first["image"].numpy(), (raw - np.array(m["band_mean"])) /
                              np.array(m["band_std"]), rtol=1e-4, atol=1e-4)
   assert _shard_bytes(data.root) == _shard_bytes(single.root)  # the records themselves unchanged
+
+
+MTD = """<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">
+<n1:General_Info><Product_Image_Characteristics>
+<QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE unit="none">10000</BOA_QUANTIFICATION_VALUE>
+</QUANTIFICATION_VALUES_LIST>
+<BOA_ADD_OFFSET_VALUES_LIST>{}</BOA_ADD_OFFSET_VALUES_LIST>
+</Product_Image_Characteristics></n1:General_Info></n1:Level-2A_User_Product>"""
+
+
+def test_an_l2a_products_declared_offset_puts_it_on_bigearthnets_scale(tmp_path):
+  # Processing baseline 04.00 (2022 on) adds 1000 to every DN; BigEarthNet (2017-18) has no
+  # offset. Read from the product's metadata, the same ground gives the same records.
+  small = _bands(side=240)
+  _per_band_folder(tmp_path / "old" / "x", small)
+  shifted = {k: (v.astype(np.int64) + 1000).astype(np.uint16) for k, v in small.items()}
+  _per_band_folder(tmp_path / "new" / "x", shifted)
+  (tmp_path / "new" / "x" / "MTD_MSIL2A.xml").write_text(MTD.format("".join(
+      f'<BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in range(13))))
+  old = _convert(tmp_path / "old", tmp_path / "old_out")
+  new = _convert(tmp_path / "new", tmp_path / "new_out")
+  assert new.manifest["scenes"][0]["boa_add_offset"] == [-1000.0] * 10
+  assert old.manifest["scenes"][0]["boa_add_offset"] is None
+  assert _shard_bytes(new.root) == _shard_bytes(old.root)
+  (tmp_path / "new" / "x" / "MTD_MSIL2A.xml").write_text(MTD.format(
+      '<BOA_ADD_OFFSET band_id="1">-1000</BOA_ADD_OFFSET>'))
+  with pytest.raises(ValueError, match="no patch kept"):
+    _convert(tmp_path / "new", tmp_path / "bad_out")
+  reason = pd.read_csv(tmp_path / "bad_out" / "rejects.csv")["reason"][0]
+  assert "declares BOA_ADD_OFFSET for some bands but not B04" in reason

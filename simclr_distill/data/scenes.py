@@ -18,7 +18,9 @@ A scene directory holds, sorted by name:
     finest resolution of each band is taken; QI_DATA and MSK_* files are skipped). 20 m bands
     may be at 20 m (half the 10 m size) or on the 10 m grid.
 An SCL band (cloud: `SceneConfig.cloud_classes`), a QA60 band (bits 10 and 11) or a cloud mask
-(nonzero = cloud), at any integer fraction of 10 m, filters cloudy patches.
+(nonzero = cloud), at any integer fraction of 10 m, filters cloudy patches. A product whose
+MTD_MSIL2A.xml declares BOA_ADD_OFFSET (processing baseline 04.00 and later) has it added to
+its DNs, so its patches are on BigEarthNet's scale (reflectance x 10000) like older products'.
 
 Patches are cut on a grid (`patch_size`, `stride`, whole patches only) and named
 `<scene>_r<row>_c<col>` (the pixel offset of the patch's top-left corner on the 10 m grid).
@@ -112,6 +114,10 @@ class Scene:
   mask_kind: str | None = None  # one of MASKS
   nodata: float | None = None
   layout: str = "one file"  # or "one file per band"
+  offsets: tuple[float, ...] | None = None  # per band, from an L2A product's metadata
+
+  def offset(self, band_index: int, default: float) -> float:
+    return self.offsets[band_index] if self.offsets else default
 
   def grid(self, patch_size: int, step: int) -> tuple[list[int], list[int]]:
     """The top-left offsets of the grid's patch rows and columns (whole patches only)."""
@@ -306,7 +312,41 @@ def _describe_folder(folder: pathlib.Path) -> Scene:
   name = scene_name(folder)
   return Scene(name=name, source=str(folder), height=height, width=width, bands=bands, mask=mask,
                mask_kind=masks[0] if masks else None, nodata=reference[2],
-               layout="one file per band")
+               layout="one file per band", offsets=product_offsets(folder))
+
+
+# Sentinel-2 band ids of the product metadata (BOA_ADD_OFFSET band_id="N").
+_BAND_IDS = {"B01": 0, "B02": 1, "B03": 2, "B04": 3, "B05": 4, "B06": 5, "B07": 6, "B08": 7,
+             "B8A": 8, "B09": 9, "B10": 10, "B11": 11, "B12": 12}
+
+
+def product_offsets(folder: pathlib.Path) -> tuple[float, ...] | None:
+  """The BOA_ADD_OFFSET of each of BANDS from an L2A product's MTD_MSIL2A.xml (processing
+  baseline 04.00 and later, from January 2022: -1000, reflectance = (DN + offset) / 10000),
+  None when the folder has no such metadata or it declares no offset (earlier baselines, whose
+  DNs are reflectance x 10000 like BigEarthNet's).
+
+  Raises:
+    SceneError: for metadata that cannot be parsed, or that lacks one of the bands' offsets.
+  """
+  import xml.etree.ElementTree as ET
+
+  found = sorted(folder.glob("MTD_MSIL2A.xml")) or sorted(folder.glob("*/MTD_MSIL2A.xml"))
+  if not found:
+    return None
+  try:
+    root = ET.parse(found[0]).getroot()
+  except ET.ParseError as e:
+    raise SceneError(f"{found[0].name} cannot be parsed ({e})") from None
+  declared = {int(e.get("band_id")): float(e.text) for e in root.iter()
+              if e.tag.split("}")[-1] == "BOA_ADD_OFFSET" and e.get("band_id") is not None}
+  if not declared:
+    return None
+  missing = [b for b in BANDS if _BAND_IDS[b] not in declared]
+  if missing:
+    raise SceneError(f"{found[0].name} declares BOA_ADD_OFFSET for some bands but not "
+                     f"{', '.join(missing)}")
+  return tuple(declared[_BAND_IDS[b]] for b in BANDS)
 
 
 # ---- Cutting ---------------------------------------------------------------------------------
@@ -383,14 +423,15 @@ def _absent(window: np.ndarray, nodata: float | None) -> np.ndarray:
 def patch_image(scene: Scene, cfg: SceneConfig, planes: Sequence[np.ndarray], top: int, row: int,
                 col: int) -> np.ndarray:
   """The uint16 image [P, P, 10] (BANDS order) of the patch at (`row`, `col`) (arguments as
-  `patch_fractions`): reflectances x scale + offset, no-data pixels 0, 20 m bands upsampled
-  from their 20 m pixels as BigEarthNet's."""
+  `patch_fractions`): reflectances x scale + offset (the product's own BOA_ADD_OFFSET where
+  its metadata declares one), no-data pixels 0, 20 m bands upsampled from their 20 m pixels as
+  BigEarthNet's."""
   p = cfg.patch_size
   images = []
-  for band, layer, plane in zip(BANDS, scene.bands, planes):
+  for i, (band, layer, plane) in enumerate(zip(BANDS, scene.bands, planes)):
     window = _window(plane, layer, top, row, col, p)
     values = np.where(_absent(window, scene.nodata), 0.0,
-                      window.astype(np.float64) * cfg.scale + cfg.offset)
+                      window.astype(np.float64) * cfg.scale + scene.offset(i, cfg.offset))
     if band in bigearthnet.BANDS_20M and layer.factor == 1:  # On the 10 m grid: back to 20 m.
       values = values.reshape(p // 2, 2, p // 2, 2).mean(axis=(1, 3))
     images.append(bigearthnet.to_uint16(values, p))
@@ -505,6 +546,7 @@ def convert_scenes(scene_dir: str | os.PathLike, output_dir: str | os.PathLike,
     scenes.append(scene)
     report.append({"name": scene.name, "source": scene.source, "size": [scene.height, scene.width],
                    "layout": scene.layout, "cloud_mask": scene.mask_kind,
+                   "boa_add_offset": list(scene.offsets) if scene.offsets else None,
                    "positions": len(rows) * len(cols)})
   shards = plan_shards(scenes, cfg, examples_per_shard)
   # The plan names files relative to the scene directory: a resumption may reach it by
