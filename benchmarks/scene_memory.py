@@ -303,11 +303,7 @@ def _block_bytes(scene, cfg) -> int:
   """Bytes of the pixel arrays `scenes._windows` holds at once (native dtypes)."""
   from simclr_distill.data import scenes
 
-  step = cfg.step
-  per_row = sum(scene.width // layer.factor * max(step, cfg.patch_size) // layer.factor * 8
-                for layer in scene.bands)
-  block = max(1, scenes.READ_BUDGET // max(per_row, 1))
-  rows = (block - 1) * step + cfg.patch_size
+  rows = (scenes.patch_rows_per_read(scene, cfg) - 1) * cfg.step + cfg.patch_size
   total = 0
   for layer in [*scene.bands, *([scene.mask] if scene.mask else [])]:
     with scenes._open(layer.path) as src:  # pylint: disable=protected-access

@@ -113,8 +113,11 @@ class Scene:
   mask: Layer | None = None
   mask_kind: str | None = None  # one of MASKS
   nodata: float | None = None
-  layout: str = "one file"  # or "one file per band"
   offsets: tuple[float, ...] | None = None  # per band, from an L2A product's metadata
+
+  @property
+  def layout(self) -> str:
+    return "one file" if len({layer.path for layer in self.bands}) == 1 else "one file per band"
 
   def offset(self, band_index: int, default: float) -> float:
     return self.offsets[band_index] if self.offsets else default
@@ -260,7 +263,7 @@ def _describe_file(path: pathlib.Path, cfg: SceneConfig) -> Scene:
   mask = Layer(str(path), names.index(masks[0]) + 1, 1) if masks else None
   return Scene(name=scene_name(path), source=str(path), height=height, width=width,
                bands=tuple(Layer(str(path), names.index(b) + 1, 1) for b in BANDS), mask=mask,
-               mask_kind=masks[0] if masks else None, nodata=nodata, layout="one file")
+               mask_kind=masks[0] if masks else None, nodata=nodata)
 
 
 def _describe_folder(folder: pathlib.Path) -> Scene:
@@ -312,7 +315,7 @@ def _describe_folder(folder: pathlib.Path) -> Scene:
   name = scene_name(folder)
   return Scene(name=name, source=str(folder), height=height, width=width, bands=bands, mask=mask,
                mask_kind=masks[0] if masks else None, nodata=reference[2],
-               layout="one file per band", offsets=product_offsets(folder))
+               offsets=product_offsets(folder))
 
 
 # Sentinel-2 band ids of the product metadata (BOA_ADD_OFFSET band_id="N").
@@ -356,30 +359,38 @@ def patch_name(scene: str, row: int, col: int) -> str:
   return f"{scene}_r{row:05d}_c{col:05d}"
 
 
-def _windows(scene: Scene, rows: Sequence[int], width: int, patch_size: int, stride: int):
-  """Reads the scene's rows covering `rows` (patch-row offsets), a few patch rows at a time,
-  yielding (first row of the block, [one array per band], mask array or None, offsets)."""
-  per_row = sum(width // layer.factor * max(stride, patch_size) // layer.factor * 4
-                for layer in scene.bands)  # bytes of a patch row's pixels (uint16 .. float32)
-  block = max(1, READ_BUDGET // max(per_row, 1))
+def patch_rows_per_read(scene: Scene, cfg: SceneConfig) -> int:
+  """How many patch rows a worker reads at once: as many as `READ_BUDGET` bytes of pixels
+  hold (counted at 4 bytes a pixel: uint16 to float32 scenes), at least one."""
+  per_row = sum(scene.width // layer.factor * max(cfg.step, cfg.patch_size) // layer.factor * 4
+                for layer in scene.bands)
+  return max(1, READ_BUDGET // max(per_row, 1))
+
+
+def _windows(scene: Scene, rows: Sequence[int], cfg: SceneConfig):
+  """Reads the scene's rows covering `rows` (patch-row offsets), `patch_rows_per_read` patch
+  rows at a time, every band of one file and grid in one read; yields (first 10 m row of the
+  block, [one array per band], mask array or None, the block's patch rows)."""
   from rasterio.windows import Window
 
+  layers = [*scene.bands, *([scene.mask] if scene.mask else [])]
+  groups = collections.defaultdict(list)  # (file, factor) -> positions in `layers`
+  for i, layer in enumerate(layers):
+    groups[(layer.path, layer.factor)].append(i)
+  block = patch_rows_per_read(scene, cfg)
   with contextlib.ExitStack() as stack:
-    handles = {}
-
-    def read(layer: Layer, r0: int, r1: int) -> np.ndarray:
-      if layer.path not in handles:
-        handles[layer.path] = stack.enter_context(_open(layer.path))
-      f = layer.factor
-      top, bottom = r0 // f, -(-r1 // f)
-      return handles[layer.path].read(layer.index, window=Window(0, top, width // f, bottom - top))
-
+    handles = {path: stack.enter_context(_open(path)) for path, _ in groups}
     for i in range(0, len(rows), block):
       chunk = rows[i:i + block]
-      r0, r1 = chunk[0], chunk[-1] + patch_size
-      planes = [read(layer, r0, r1) for layer in scene.bands]
-      mask = read(scene.mask, r0, r1) if scene.mask else None
-      yield r0, planes, mask, chunk
+      r0, r1 = chunk[0], chunk[-1] + cfg.patch_size
+      arrays = [None] * len(layers)
+      for (path, f), members in groups.items():
+        top, bottom = r0 // f, -(-r1 // f)
+        read = handles[path].read([layers[m].index for m in members],
+                                  window=Window(0, top, scene.width // f, bottom - top))
+        for m, array in zip(members, read):
+          arrays[m] = array
+      yield r0, arrays[:len(scene.bands)], arrays[-1] if scene.mask else None, chunk
 
 
 def _window(plane: np.ndarray, layer: Layer, top: int, row: int, col: int, p: int) -> np.ndarray:
@@ -445,7 +456,7 @@ def _scene_patches(scene: Scene, cfg: SceneConfig, rows: Sequence[int]) -> Itera
 
   cols = scene.grid(cfg.patch_size, cfg.step)[1]
   try:
-    for top, planes, mask, chunk in _windows(scene, rows, scene.width, cfg.patch_size, cfg.step):
+    for top, planes, mask, chunk in _windows(scene, rows, cfg):
       for row in chunk:
         for col in cols:
           nodata, cloud = patch_fractions(scene, cfg, planes, mask, top, row, col)
